@@ -88,3 +88,102 @@ def save_figure(fig, name: str, dpi: int = 120) -> Path:
     path = report_path(name)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
+
+
+def denoising_row(trajectory: torch.Tensor, frames: int = 10) -> torch.Tensor:
+    """Pick ``frames`` evenly spaced images from a trajectory, noise first, clean last.
+
+    trajectory: (steps + 1, 3, H, W) uint8 (x_T ... x_0) -> (frames, 3, H, W) uint8.
+    """
+    count = trajectory.shape[0]
+    frames = max(2, min(frames, count))
+    picks = torch.linspace(0, count - 1, frames).round().long()
+    return as_uint8(trajectory[picks])
+
+
+def sweep_figure(sweep: dict):
+    """Accuracy against guidance scale for test.json and new_test.json (judge named in the title)."""
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(5, 3.2))
+    for split, marker in (("test", "o"), ("new_test", "s")):
+        axis.plot(sweep["scales"], sweep[split], marker=marker, label=f"{split}.json")
+    if "mean" in sweep:
+        axis.plot(sweep["scales"], sweep["mean"], linestyle="--", color="gray", label="mean")
+    axis.set_xlabel("guidance scale w  (ε = ε_u + w(ε_c − ε_u))")
+    axis.set_ylabel("accuracy")
+    axis.set_ylim(0, 1.02)
+    axis.set_title(f"guidance sweep, scored by the {sweep['judge']}")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    fig.tight_layout()
+    return fig
+
+
+def schedule_curves_figure(
+    num_train_timesteps: Sequence[int] = (100, 1000),
+    schedules: Sequence[str] = ("linear", "cosine", "quadratic", "sigmoid"),
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+):
+    """β_t (log scale), ᾱ_t and log-SNR against t / T for each schedule and each T. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from labkit.schedules import NoiseSchedule
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    styles = ("--", "-", ":", "-.")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for s, name in enumerate(schedules):
+        for k, steps in enumerate(num_train_timesteps):
+            schedule = NoiseSchedule(name, steps, beta_start=beta_start, beta_end=beta_end)
+            u = (torch.arange(steps, dtype=torch.float64) + 1) / steps
+            style = {"color": colors[s % len(colors)], "linestyle": styles[k % len(styles)], "linewidth": 1.4}
+            label = f"{name}, T={steps}"
+            axes[0].plot(u, schedule.betas, label=label, **style)
+            axes[1].plot(u, schedule.alphas_cumprod, label=label, **style)
+            axes[2].plot(u, schedule.log_snr, label=label, **style)
+    axes[0].set_yscale("log")
+    for axis, title in zip(axes, ("β_t", "ᾱ_t  (signal variance kept)", "log SNR = log(ᾱ_t / (1 − ᾱ_t))")):
+        axis.set_title(title)
+        axis.set_xlabel("t / T")
+        axis.grid(alpha=0.3)
+    axes[2].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def forward_process_figure(
+    image: torch.Tensor,
+    timesteps: Sequence[int] = (0, 100, 250, 500, 750, 999),
+    schedules: Sequence[str] = ("linear", "cosine", "quadratic", "sigmoid"),
+    num_train_timesteps: int = 1000,
+    seed: int = 0,
+    size: float = 1.5,
+):
+    """q(x_t | x_0) on one image: one row per schedule, one column per t, the same noise
+    everywhere (drawn from ``seed``). image: uint8 (3, H, W) or float in [-1, 1]. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from labkit.schedules import NoiseSchedule
+
+    x0 = image.float() / 127.5 - 1 if image.dtype == torch.uint8 else image.detach().float().cpu()
+    noise = torch.randn((1, *x0.shape), generator=torch.Generator().manual_seed(seed)).expand(len(timesteps), -1, -1, -1)
+    columns = torch.tensor(timesteps)
+    fig, axes = plt.subplots(
+        len(schedules), len(timesteps), figsize=(size * len(timesteps), size * len(schedules) + 0.3), squeeze=False
+    )
+    for row, name in enumerate(schedules):
+        schedule = NoiseSchedule(name, num_train_timesteps)
+        noisy = schedule.add_noise(x0.expand(len(timesteps), -1, -1, -1), noise, columns)  # (K, 3, H, W)
+        for col, t in enumerate(timesteps):
+            axis = axes[row, col]
+            axis.imshow(as_uint8(noisy[col : col + 1])[0].permute(1, 2, 0).numpy())
+            axis.set_xticks([])
+            axis.set_yticks([])
+            axis.set_title(f"t={t}  ᾱ={schedule.alphas_cumprod[t].item():.3f}", fontsize=7)
+            if col == 0:
+                axis.set_ylabel(name, fontsize=9)
+    fig.suptitle(f"forward process q(x_t | x_0), T = {num_train_timesteps}, same noise in every panel", fontsize=10)
+    fig.tight_layout()
+    return fig

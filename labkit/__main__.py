@@ -1,0 +1,148 @@
+"""``python -m labkit <command>``: the whole lab, or one stage of it.
+
+    python -m labkit lab        data → train → sample → evaluate → guidance sweep
+    python -m labkit data       render (if needed) and cache the training set
+    python -m labkit judge      train (if needed) and report the synthetic judge
+    python -m labkit train      train or resume the profile's run (also under accelerate launch)
+    python -m labkit sample     write outputs/images/{test,new_test}/, the grids and the denoising row
+    python -m labkit evaluate   score outputs/images/ with the judge (and sweep the guidance scale)
+
+Every command takes ``--profile`` (smoke, cpu, gpu; default: LABKIT_PROFILE, else gpu with
+CUDA, else cpu) and ``--set section.name=value`` to override any config value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from labkit.config import PROFILES, active_profile, get_config, set_override
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default=None,
+        help="run profile: smoke (tests, seconds), cpu (2 CPU cores, <= 30 min), gpu (the real recipe). "
+        "Default: $LABKIT_PROFILE, else gpu when CUDA is present, else cpu.",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.NAME=VALUE",
+        help="override one config value, e.g. --set train.steps=500 --set sample.sampler=ddim "
+        "(repeatable; values are parsed as JSON when possible)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m labkit",
+        description="labkit: conditional DDPM on i-CLEVR, the whole lab or one stage.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    lab = commands.add_parser("lab", help="the whole lab: data → train → sample → evaluate → sweep")
+    _common(lab)
+    lab.add_argument("--no-sweep", action="store_true", help="skip the guidance-scale sweep")
+    lab.add_argument("--fresh", action="store_true", help="start training from scratch (the old run is moved aside)")
+
+    data = commands.add_parser("data", help="render synthetic i-CLEVR if needed and build the decode-once cache")
+    _common(data)
+
+    judge = commands.add_parser("judge", help="train (if needed) the synthetic judge and print its held-out accuracy")
+    _common(judge)
+
+    train = commands.add_parser(
+        "train", help="train or resume the run in runs/<profile>/ (works under `accelerate launch -m labkit train`)"
+    )
+    _common(train)
+    train.add_argument("--steps", type=int, default=None, help="total optimiser steps (overrides train.steps)")
+    train.add_argument("--fresh", action="store_true", help="start from scratch (the old run is moved aside)")
+    train.add_argument("--run-name", default=None, help="run folder name under runs/ (default: the profile)")
+
+    sample = commands.add_parser("sample", help="sample test.json and new_test.json into outputs/")
+    _common(sample)
+    sample.add_argument("--sampler", choices=("ddpm", "ddim", "dpmsolver++"), default=None, help="sampler")
+    sample.add_argument("--steps", type=int, default=None, help="number of inference steps")
+    sample.add_argument(
+        "--guidance-scale", type=float, default=None, help="CFG scale w in ε = ε_u + w(ε_c − ε_u); 1 = no guidance"
+    )
+    sample.add_argument(
+        "--judge-guidance-scale",
+        type=float,
+        default=None,
+        help="evaluator guidance strength (0 = off, the default); results are marked judge-guided",
+    )
+    sample.add_argument("--run-name", default=None, help="run folder name under runs/ (default: the profile)")
+
+    evaluate = commands.add_parser("evaluate", help="score outputs/images/ with the judge; optional guidance sweep")
+    _common(evaluate)
+    evaluate.add_argument("--sweep", action="store_true", help="also sweep the guidance scale (samples again)")
+    evaluate.add_argument("--run-name", default=None, help="run folder name under runs/ (default: the profile)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quiet:
+        import os
+
+        os.environ["TQDM_DISABLE"] = "1"
+    config = get_config(args.profile or active_profile())
+    for item in args.overrides:
+        if "=" not in item:
+            raise SystemExit(f"--set {item!r}: expected SECTION.NAME=VALUE, e.g. train.steps=500")
+        key, value = item.split("=", 1)
+        try:
+            set_override(config, key.strip(), value.strip())
+        except ValueError as error:
+            raise SystemExit(f"--set {item!r}: {error}") from None
+    if getattr(args, "steps", None) is not None:
+        if args.command == "train":
+            config.train.steps = args.steps
+        else:
+            config.sample.num_inference_steps = args.steps
+    if getattr(args, "run_name", None):
+        config.train.run_name = args.run_name
+    for name in ("sampler", "guidance_scale", "judge_guidance_scale"):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(config.sample, name, value)
+    progress = not args.quiet
+
+    from labkit import lab
+
+    if args.command == "lab":
+        lab.run_lab(config, progress=progress, sweep=not args.no_sweep, resume=not args.fresh)
+    elif args.command == "data":
+        lab.run_data(config, progress=progress)
+    elif args.command == "judge":
+        from labkit.evaluate import load_judge
+
+        judge = load_judge(config, progress=progress)
+        print(judge)
+    elif args.command == "train":
+        result = lab.run_train(config, progress=progress, resume=not args.fresh)
+        if result.last_checkpoint is not None and result.losses:
+            print(f"trained {config.run_dir} to step {result.step}; last loss {result.losses[-1][1]:.4f}")
+    elif args.command == "sample":
+        results = lab.run_sample(config, progress=progress)
+        for split in lab.SPLITS:
+            print(f"{split}: {results['paths'][split]}")
+        print(f"denoising process: {results['paths']['denoising']}")
+    elif args.command == "evaluate":
+        results = lab.run_evaluate(config, progress=progress)
+        print(results["summary"])
+        if args.sweep:
+            sweep = lab.run_sweep(config, progress=progress)
+            print(f"guidance sweep ({sweep['judge']}): best w = {sweep['best_scale']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

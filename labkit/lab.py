@@ -1,0 +1,250 @@
+"""The lab's pipeline, stage by stage: data → train → sample → evaluate.
+
+``python -m labkit lab`` runs all four; notebooks 01→06 walk the same stages and call these
+functions for the parts they share. Every stage reads a :class:`~labkit.config.LabConfig` and
+writes under the project root:
+
+- ``data/synthetic/`` (when the official files are absent) and ``data/cache/``;
+- ``runs/<profile>/`` (config.json, checkpoints/, log.csv, previews/);
+- ``outputs/images/{test,new_test}/<i>.png``, ``outputs/*_grid.png``, ``outputs/denoising_process.png``,
+  ``outputs/accuracy.txt``;
+- ``report_figures/*.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from labkit import data as data_module
+from labkit.config import LabConfig, resolve_path
+from labkit.runtime import get_device
+
+SPLITS = ("test", "new_test")
+DENOISING_LABELS = ["red sphere", "cyan cylinder", "cyan cube"]
+OUTPUT_SIZE = 64  # the course evaluator's input size; smaller models' images are upsampled
+
+
+@dataclass
+class StageTimes:
+    """Wall time of each stage in seconds."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def record(self, name: str, start: float) -> None:
+        self.seconds[name] = time.perf_counter() - start
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {value / 60:.1f} min" for name, value in self.seconds.items())
+
+
+def outputs_dir() -> Path:
+    return resolve_path("outputs")
+
+
+# ---- stage 1: data ------------------------------------------------------------------------------
+def run_data(config: LabConfig, progress: bool = True):
+    """Find (or render) the data and decode the training set once; returns the TrainingSet."""
+    source = data_module.resolve_source(config.data, progress=progress)
+    training_set = data_module.load_training_set(config.data, source=source, progress=progress)
+    if progress:
+        counts = training_set.labels.sum(dim=1)
+        print(
+            f"data: {len(training_set)} training images from {source} at {config.data.image_size}px; "
+            f"objects per image 1/2/3: {[int((counts == k).sum()) for k in (1, 2, 3)]}"
+        )
+    return training_set
+
+
+# ---- stage 2: train -----------------------------------------------------------------------------
+def run_train(config: LabConfig, training_set=None, progress: bool = True, resume: bool = True):
+    """Train (or finish training) the profile's run; returns the TrainResult."""
+    from labkit.train import train
+
+    return train(config, resume=resume, progress=progress, training_set=training_set)
+
+
+# ---- stage 3: sample ----------------------------------------------------------------------------
+def upsample_for_output(images: torch.Tensor, size: int = OUTPUT_SIZE) -> torch.Tensor:
+    """float (B, 3, S, S) in [-1, 1] -> (B, 3, size, size), bilinear (the evaluator's 32→64 path)."""
+    if images.shape[-1] == size:
+        return images
+    return torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False)
+
+
+def run_sample(config: LabConfig, model=None, schedule=None, progress: bool = True, judge=None) -> dict:
+    """Sample test.json and new_test.json, write the course's files and the denoising row.
+
+    Returns {"test": SampleResult, "new_test": SampleResult, "denoising": SampleResult, "paths": {...}}.
+    With ``config.sample.judge_guidance_scale > 0`` the judge guides sampling and every file
+    and printout says so.
+    """
+    from labkit import figures
+    from labkit.evaluate import save_required_outputs
+    from labkit.sample import sample_conditions
+    from labkit.train import load_model
+
+    if model is None:
+        model, schedule, _ = load_model(config=config, use_ema=config.sample.use_ema)
+    source = data_module.resolve_source(config.data, render=False)
+    label_space = source.label_space
+    guidance = {}
+    if config.sample.judge_guidance_scale > 0:
+        if judge is None:
+            from labkit.evaluate import load_judge
+
+            judge = load_judge(config, progress=progress)
+        guidance = {"judge": judge, "judge_guidance_scale": config.sample.judge_guidance_scale}
+    results: dict = {"paths": {}}
+    for split in SPLITS:
+        conditions = source.conditions(split)
+        result = sample_conditions(model, schedule, conditions, config, label_space, progress=progress, **guidance)
+        results[split] = result
+        paths = save_required_outputs(upsample_for_output(result.images), split, outputs_dir())
+        results["paths"][split] = paths[0].parent
+    denoising = sample_conditions(
+        model, schedule, [DENOISING_LABELS], config, label_space, return_trajectory=True, progress=False, **guidance
+    )
+    results["denoising"] = denoising
+    title = " + ".join(DENOISING_LABELS) + (" (judge-guided)" if denoising.judge_guided else "")
+    row = figures.denoising_row(denoising.trajectory[:, 0], frames=config.sample.denoise_frames)
+    row = upsample_for_output(data_module.to_model_range(row))
+    results["paths"]["denoising"] = figures.save_grid(row, outputs_dir() / "denoising_process.png", nrow=len(row))
+    figures.save_grid(row, figures.report_path("denoising_process.png"), nrow=len(row))
+    fig = figures.show_images(row, ncols=len(row), suptitle=f"denoising process: {title}", size=1.2)
+    figures.save_figure(fig, "denoising_process_titled.png")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return results
+
+
+# ---- stage 4: evaluate ----------------------------------------------------------------------------
+def read_output_images(split: str) -> torch.Tensor:
+    """The saved ``outputs/images/<split>/<i>.png`` as float (B, 3, 64, 64) in [-1, 1], in file order."""
+    folder = outputs_dir() / "images" / split
+    paths = sorted(folder.glob("*.png"), key=lambda path: int(path.stem))
+    if not paths:
+        raise FileNotFoundError(f"no images in {folder}; run the sample stage first (python -m labkit sample)")
+    return data_module.to_model_range(torch.stack([data_module.decode_png(path) for path in paths]))
+
+
+def run_evaluate(config: LabConfig, judge=None, progress: bool = True) -> dict:
+    """Score the saved images of both files with the judge; write ``outputs/accuracy.txt``.
+
+    Returns {"test": AccuracyResult, "new_test": AccuracyResult, "summary": str}.
+    """
+    from labkit.evaluate import load_judge, write_accuracy_summary
+
+    judge = judge or load_judge(config, progress=progress)
+    source = data_module.resolve_source(config.data, render=False)
+    results = {}
+    for split in SPLITS:
+        labels = source.label_space.encode(source.conditions(split))
+        images = read_output_images(split)
+        if len(images) != len(labels):
+            raise ValueError(
+                f"outputs/images/{split} holds {len(images)} images but {split}.json has {len(labels)} label sets; "
+                f"run the sample stage again"
+            )
+        results[split] = judge.accuracy(images, labels)
+    results["summary"] = write_accuracy_summary({split: results[split] for split in SPLITS}, outputs_dir())
+    return results
+
+
+def run_sweep(config: LabConfig, model=None, schedule=None, judge=None, progress: bool = True) -> dict:
+    """Accuracy on both files for each guidance scale in ``config.sample.sweep_scales``.
+
+    Writes ``report_figures/guidance_sweep.png`` and ``guidance_sweep.json``; returns
+    {"scales": [...], "test": [...], "new_test": [...], "best_scale": w, "judge": name}.
+    """
+    from labkit import figures
+    from labkit.evaluate import load_judge
+    from labkit.sample import sample_conditions
+    from labkit.train import load_model
+
+    if model is None:
+        model, schedule, _ = load_model(config=config, use_ema=config.sample.use_ema)
+    judge = judge or load_judge(config, progress=progress)
+    source = data_module.resolve_source(config.data, render=False)
+    sweep = {"scales": list(config.sample.sweep_scales), "judge": judge.name}
+    for split in SPLITS:
+        conditions = source.conditions(split)
+        labels = source.label_space.encode(conditions)
+        accuracies = []
+        for scale in config.sample.sweep_scales:
+            result = sample_conditions(
+                model, schedule, conditions, config, source.label_space, guidance_scale=scale, progress=False
+            )
+            accuracies.append(judge.accuracy(upsample_for_output(result.images), labels).accuracy)
+        sweep[split] = accuracies
+    means = [(a + b) / 2 for a, b in zip(sweep["test"], sweep["new_test"])]
+    sweep["mean"] = means
+    sweep["best_scale"] = sweep["scales"][max(range(len(means)), key=means.__getitem__)]
+    fig = figures.sweep_figure(sweep)
+    figures.save_figure(fig, "guidance_sweep.png")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    figures.report_path("guidance_sweep.json").write_text(json.dumps(sweep, indent=2) + "\n")
+    return sweep
+
+
+# ---- everything -----------------------------------------------------------------------------------
+def run_lab(config: LabConfig, progress: bool = True, sweep: bool = True, resume: bool = True) -> dict:
+    """The whole lab headlessly: data → train → sample → evaluate (→ guidance sweep)."""
+    from labkit.evaluate import load_judge
+
+    times = StageTimes()
+    device = get_device()
+    print(f"labkit lab: profile {config.profile}, device {device}, run {config.run_dir}")
+
+    start = time.perf_counter()
+    training_set = run_data(config, progress=progress)
+    times.record("data", start)
+
+    start = time.perf_counter()
+    judge = load_judge(config, device=device, progress=progress)
+    times.record("judge", start)
+
+    start = time.perf_counter()
+    trained = run_train(config, training_set=training_set, progress=progress, resume=resume)
+    times.record("train", start)
+
+    from labkit.train import load_model
+
+    model, schedule, _ = load_model(config=config, use_ema=config.sample.use_ema, device=device)
+    start = time.perf_counter()
+    samples = run_sample(config, model, schedule, progress=progress, judge=judge)
+    times.record("sample", start)
+
+    start = time.perf_counter()
+    accuracy = run_evaluate(config, judge=judge, progress=progress)
+    times.record("evaluate", start)
+
+    sweep_result = None
+    if sweep and len(config.sample.sweep_scales) > 1:
+        start = time.perf_counter()
+        sweep_result = run_sweep(config, model, schedule, judge=judge, progress=progress)
+        times.record("sweep", start)
+
+    out = outputs_dir()
+    print()
+    print(f"images:     {samples['paths']['test']}/0.png … and {samples['paths']['new_test']}/0.png …")
+    print(f"grids:      {out / 'test_grid.png'}, {out / 'new_test_grid.png'}")
+    print(f"denoising:  {samples['paths']['denoising']}")
+    print(f"figures:    {resolve_path('report_figures')}")
+    print(f"run:        {config.run_dir} (step {trained.step})")
+    if sweep_result:
+        print(
+            f"guidance sweep ({sweep_result['judge']}): best w = {sweep_result['best_scale']} "
+            f"(mean accuracy {max(sweep_result['mean']):.3f})"
+        )
+    print(f"stage times: {times}")
+    print()
+    print(accuracy["summary"])
+    return {"accuracy": accuracy, "samples": samples, "sweep": sweep_result, "times": times, "train": trained}

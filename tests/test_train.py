@@ -1,0 +1,169 @@
+"""The trainer: loss, CFG dropout, EMA, LR, exact resume, atomic checkpoints, data parallel."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import make_tiny_config, make_training_set
+from labkit.model import build_model
+from labkit.schedules import NoiseSchedule
+from labkit.train import EMA, diffusion_loss, drop_labels, lr_factor, read_log, train
+
+
+def fixed_batch_loss(model, schedule, x0, labels, seed=123):
+    """The loss on a fixed batch with fixed t and noise (a fresh generator each time)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        return diffusion_loss(model.eval(), schedule, x0, labels, cond_drop_prob=0.0, generator=generator).item()
+
+
+@pytest.mark.parametrize("backend", ["compact", "diffusers"])
+def test_both_backends_learn_through_the_trainer(tmp_path, backend):
+    config = make_tiny_config(tmp_path, backend=backend, **{"train.steps": 30, "train.lr": 2e-3})
+    config.train.batch_size = 4
+    training_set = make_training_set(tmp_path, count=4)  # one fixed batch
+    x0 = training_set.images.float() / 127.5 - 1
+    labels = training_set.labels
+    schedule = NoiseSchedule.from_config(config.diffusion)
+    torch.manual_seed(config.train.seed)
+    before = fixed_batch_loss(build_model(config.model, config.data.image_size), schedule, x0, labels)
+    result = train(config, resume=False, progress=False, training_set=training_set)
+    after = fixed_batch_loss(result.model, schedule, x0, labels)
+    assert result.step == 30
+    assert after < 0.7 * before, (before, after)
+
+
+def test_cfg_dropout_rate():
+    labels = torch.ones(200_000, 24)
+    generator = torch.Generator().manual_seed(0)
+    dropped = drop_labels(labels, 0.1, generator)
+    null_rows = (dropped.sum(dim=1) == 0).float().mean().item()
+    assert abs(null_rows - 0.1) < 0.003
+    kept = dropped[dropped.sum(dim=1) > 0]
+    assert torch.equal(kept, torch.ones_like(kept))  # kept rows are untouched
+    assert torch.equal(drop_labels(labels[:10], 0.0), labels[:10])
+
+
+def test_ema_update_matches_formula():
+    model = torch.nn.Linear(3, 2)
+    ema = EMA(model, decay=0.9, warmup_steps=5)
+    before = ema.model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model, step=2)  # warm-up: decay = min(0.9, 3 / 12) = 0.25
+    expected = 0.25 * before + 0.75 * model.weight.detach()
+    assert torch.allclose(ema.model.weight, expected, atol=1e-6)
+    ema.update(model, step=100)  # after warm-up: decay = 0.9
+    expected = 0.9 * expected + 0.1 * model.weight.detach()
+    assert torch.allclose(ema.model.weight, expected, atol=1e-6)
+    assert ema.decay_at(3) == pytest.approx(4 / 13)
+
+
+def test_lr_warmup_then_cosine():
+    assert lr_factor(0, 10, 100, 0.1) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100, 0.1) == pytest.approx(1.0)
+    assert lr_factor(55, 10, 100, 0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_factor(100, 10, 100, 0.1) == pytest.approx(0.1)
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    training_set = make_training_set(tmp_path, count=20)
+    straight = make_tiny_config(tmp_path / "a", **{"train.steps": 12, "train.checkpoint_every": 100})
+    result = train(straight, resume=False, progress=False, training_set=training_set)
+
+    interrupted = make_tiny_config(tmp_path / "b", **{"train.steps": 12, "train.checkpoint_every": 100})
+    first = train(interrupted, resume=True, progress=False, training_set=training_set, stop_at_step=5)
+    assert first.step == 5
+    second = train(interrupted, resume=True, progress=False, training_set=training_set)
+    assert second.step == 12
+
+    losses_a = [row["loss"] for row in read_log(straight.run_dir)]
+    losses_b = [row["loss"] for row in read_log(interrupted.run_dir)]
+    assert len(losses_a) == 12 and losses_a == losses_b
+    for (name, a), b in zip(result.model.state_dict().items(), second.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    for a, b in zip(result.ema_model.state_dict().values(), second.ema_model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_resume_refuses_a_different_model(tmp_path):
+    training_set = make_training_set(tmp_path, count=8)
+    config = make_tiny_config(tmp_path, **{"train.steps": 2})
+    train(config, resume=False, progress=False, training_set=training_set)
+    config.model.base_channels = 32
+    config.train.steps = 4
+    with pytest.raises(ValueError, match="different model config"):
+        train(config, resume=True, progress=False, training_set=training_set)
+
+
+def test_fresh_start_moves_the_old_run_aside(tmp_path):
+    training_set = make_training_set(tmp_path, count=8)
+    config = make_tiny_config(tmp_path, **{"train.steps": 2})
+    train(config, resume=False, progress=False, training_set=training_set)
+    train(config, resume=False, progress=False, training_set=training_set)
+    aside = [p for p in config.run_dir.parent.iterdir() if p.name.startswith(config.run_dir.name + ".old-")]
+    assert len(aside) == 1 and (aside[0] / "checkpoints" / "last.pt").exists()
+
+
+def test_killed_checkpoint_write_never_leaves_a_truncated_file(tmp_path):
+    """Kill a process while it rewrites `last.pt` in a loop: the file always loads."""
+    path = tmp_path / "last.pt"
+    script = textwrap.dedent(
+        f"""
+        import torch
+        from labkit.runtime import atomic_save
+        step = 0
+        while True:
+            step += 1
+            atomic_save({{"step": step, "weights": torch.full((2_000_000,), float(step))}}, {str(path)!r})
+        """
+    )
+    for delay in (0.6, 0.9, 1.3):
+        process = subprocess.Popen([sys.executable, "-c", script])
+        deadline = time.time() + 60
+        while not path.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(delay)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        checkpoint = torch.load(path, weights_only=True)
+        assert checkpoint["weights"].numel() == 2_000_000
+        assert torch.all(checkpoint["weights"] == float(checkpoint["step"]))
+
+
+def test_two_process_data_parallel_run_ends_with_identical_weights(tmp_path):
+    config = make_tiny_config(tmp_path, **{"train.steps": 6, "train.checkpoint_every": 3})
+    config.train.precision = "fp32"
+    config_path = tmp_path / "config.json"
+    config.save(config_path)
+    worker = Path(__file__).parent / "ddp_worker.py"
+    env = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", "29517", str(worker), str(config_path), str(tmp_path),
+    ]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert (tmp_path / "world0.txt").read_text() == "2"
+    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    torch.manual_seed(config.train.seed)  # rank 0's initial weights (DDP broadcasts them)
+    initial = build_model(config.model, config.data.image_size).state_dict()
+    changed = 0
+    for name, tensor in rank0.items():
+        assert torch.equal(tensor, rank1[name]), name
+        changed += int(not torch.equal(tensor, initial[name]))
+    assert changed > 0  # the weights did train
+    checkpoint = torch.load(config.run_dir / "checkpoints" / "last.pt", weights_only=False)
+    assert checkpoint["step"] == 6 and checkpoint["world_size"] == 2 and len(checkpoint["rng"]) == 2

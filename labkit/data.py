@@ -296,6 +296,17 @@ def _cache_key(source: DataSource, names: Sequence[str], image_size: int) -> str
     return digest.hexdigest()[:16]
 
 
+def _training_names(data_config, source: DataSource, train_labels: dict[str, list[str]]) -> list[str]:
+    """The training images in use, sorted: a synthetic folder's first ``num_scenes`` scenes (it may
+    hold more, rendered for another profile), then the first ``max_train_images`` when set."""
+    names = sorted(train_labels)
+    if source.kind == "synthetic":
+        names = names[: 3 * data_config.num_scenes]
+    if data_config.max_train_images:
+        names = names[: data_config.max_train_images]
+    return names
+
+
 def load_training_set(
     data_config,
     source: DataSource | None = None,
@@ -311,12 +322,12 @@ def load_training_set(
     """
     from tqdm.auto import tqdm
 
+    from labkit.runtime import show_progress
+
     source = source or resolve_source(data_config, progress=progress)
     label_space = source.label_space
     train_labels = read_train_labels(source.path("train.json"), label_space)
-    names = sorted(train_labels)
-    if data_config.max_train_images:
-        names = names[: data_config.max_train_images]
+    names = _training_names(data_config, source, train_labels)
     missing = [name for name in names if not (source.image_dir / name).exists()]
     if missing:
         raise FileNotFoundError(
@@ -333,7 +344,7 @@ def load_training_set(
         return TrainingSet(cached["images"], labels, names, label_space, source)
 
     images = torch.empty(len(names), 3, size, size, dtype=torch.uint8)
-    for i, name in enumerate(tqdm(names, desc=f"decode {source.kind} PNGs -> {size}px", disable=not progress)):
+    for i, name in enumerate(tqdm(names, desc=f"decode {source.kind} PNGs -> {size}px", disable=not show_progress(progress))):
         images[i] = resize_square(decode_png(source.image_dir / name), size)
     if use_cache:
         from labkit.runtime import atomic_save
@@ -344,9 +355,7 @@ def load_training_set(
 
 def cache_path_for(data_config, source: DataSource) -> Path:
     """Where :func:`load_training_set` keeps (or would keep) the cache for this set."""
-    names = sorted(read_train_labels(source.path("train.json"), source.label_space))
-    if data_config.max_train_images:
-        names = names[: data_config.max_train_images]
+    names = _training_names(data_config, source, read_train_labels(source.path("train.json"), source.label_space))
     from labkit.config import resolve_path
 
     size = data_config.image_size

@@ -120,3 +120,12 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
         raise
+
+
+def show_progress(progress: bool = True) -> bool:
+    """Whether to draw progress bars: ``progress`` unless ``TQDM_DISABLE`` is set (tests, CI).
+
+    Pass ``disable=not show_progress(progress)`` to tqdm: an explicit ``disable=False`` would
+    override tqdm's own reading of ``TQDM_DISABLE``.
+    """
+    return bool(progress) and os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")

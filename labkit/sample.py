@@ -24,7 +24,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from labkit.runtime import autocast, resolve_precision
+from labkit.runtime import autocast, resolve_precision, show_progress
 
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
 
@@ -217,7 +217,7 @@ def sample(
     calls_per_step = 1 if guidance_scale == 1.0 else 2
     start = time.perf_counter()
     chunks = range(0, count, batch_size)
-    bar = tqdm(total=len(chunks) * num_inference_steps, desc=f"sample {sampler}", disable=not progress)
+    bar = tqdm(total=len(chunks) * num_inference_steps, desc=f"sample {sampler}", disable=not show_progress(progress))
     for begin in chunks:
         end = min(begin + batch_size, count)
         generators = image_generators(seeds[begin:end])

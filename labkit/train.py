@@ -33,7 +33,7 @@ from torch import nn
 
 from labkit import data as data_module
 from labkit.config import LabConfig
-from labkit.runtime import atomic_save, autocast, get_device, resolve_precision, seed_everything
+from labkit.runtime import atomic_save, autocast, get_device, resolve_precision, seed_everything, show_progress
 
 LOG_COLUMNS = ("step", "loss", "lr", "images_per_s", "elapsed_s")
 
@@ -427,7 +427,7 @@ def train(
     running_count = 0
     window_start, window_step = time.perf_counter(), step
     start_time = time.perf_counter()
-    bar = tqdm(total=end_step, initial=step, desc=f"train {config.run_name}", disable=not (progress and is_main))
+    bar = tqdm(total=end_step, initial=step, desc=f"train {config.run_name}", disable=not show_progress(progress and is_main))
     compiled.train()
     try:
         while step < end_step:

@@ -193,3 +193,236 @@ class ScheduleExplorer:
         figure.suptitle(f"{self.schedule_name} schedule, T = {steps}", fontsize=10)
         figure.tight_layout()
         return figure
+
+
+# ---- sampling widgets ------------------------------------------------------------------------------
+def _png(image: torch.Tensor) -> bytes:
+    """uint8 (3, H, W) -> PNG bytes (no matplotlib: fast enough for a play button)."""
+    from torchvision.io import encode_png
+
+    return encode_png(image.contiguous()).numpy().tobytes()
+
+
+def _enlarge(images: torch.Tensor, height: int = 128) -> torch.Tensor:
+    """uint8 (..., 3, h, w) -> nearest-neighbour enlarged to about ``height`` pixels tall."""
+    factor = max(1, height // images.shape[-2])
+    return images.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+
+
+def _side_by_side(images: list[torch.Tensor], gap: int = 4) -> torch.Tensor:
+    """uint8 (3, H, W) images of one height -> one (3, H, ΣW + gaps) image on white."""
+    height = images[0].shape[-2]
+    spacer = torch.full((3, height, gap), 255, dtype=torch.uint8)
+    parts = []
+    for i, image in enumerate(images):
+        parts += ([spacer] if i else []) + [image]
+    return torch.cat(parts, dim=-1)
+
+
+class DenoisingStepper:
+    """Step through one sampling run: x_t and the predicted x̂0 at each step.
+
+    The trajectory is computed once (:meth:`from_model`, or pass a
+    :class:`labkit.sample.SampleResult` made with ``return_trajectory=True``); the slider (and its
+    play button) only index it. Step 0 is pure noise x_T; step N is the final image.
+
+    State: ``step``, ``current_x_t`` and ``current_pred_x0`` (uint8 (3, H, W); x̂0 of the last
+    network call at or before this step), ``image_png`` (what is shown).
+    """
+
+    def __init__(self, result, title: str = "", image_index: int = 0, height: int = 160):
+        import ipywidgets as widgets
+
+        if result.trajectory is None or result.pred_x0 is None:
+            raise ValueError("the stepper needs a trajectory: sample with return_trajectory=True")
+        self.trajectory = result.trajectory[:, image_index]  # (N + 1, 3, H, W) uint8
+        self.pred_x0 = result.pred_x0[:, image_index]  # (N, 3, H, W) uint8
+        self.timesteps = list(result.timesteps)
+        self.title = title
+        self.height = height
+        steps = len(self.timesteps)
+        self.step_slider = widgets.IntSlider(value=0, min=0, max=steps, description="step", continuous_update=True)
+        self.play = widgets.Play(value=0, min=0, max=steps, step=1, interval=250, description="play")
+        widgets.jslink((self.play, "value"), (self.step_slider, "value"))
+        self.caption = widgets.HTML()
+        self.image_widget = widgets.Image(format="png")
+        self.widget = widgets.VBox([widgets.HBox([self.play, self.step_slider]), self.caption, self.image_widget])
+        self.step_slider.observe(lambda change: self.show(), names="value")
+        self.show()
+
+    @classmethod
+    def from_model(cls, model, schedule, label_list, config, seed: int = 0, label_space=None, **sample_kwargs):
+        """Sample ``label_list`` (e.g. ["red sphere", "cyan cube"]) once with a trajectory."""
+        from labkit.sample import sample_conditions
+
+        result = sample_conditions(
+            model, schedule, [list(label_list)], config, label_space, seed=seed, return_trajectory=True,
+            progress=False, **sample_kwargs,
+        )
+        return cls(result, title=", ".join(label_list))
+
+    @property
+    def step(self) -> int:
+        return int(self.step_slider.value)
+
+    def show(self) -> None:
+        """Show x_t and x̂0 at the slider's step."""
+        step, steps = self.step, len(self.timesteps)
+        self.current_x_t = self.trajectory[step]
+        self.current_pred_x0 = self.pred_x0[min(step, steps - 1)] if step < steps else self.trajectory[-1]
+        picture = _side_by_side([_enlarge(self.current_x_t, self.height), _enlarge(self.current_pred_x0, self.height)])
+        self.image_png = _png(picture)
+        self.image_widget.value = self.image_png
+        where = "x_T (pure noise)" if step == 0 else ("x_0 (final image)" if step == steps else f"x_t at t = {self.timesteps[step]}")
+        self.caption.value = (
+            f"<b>{self.title}</b> &nbsp; step {step}/{steps}: left {where}, right the predicted x̂0"
+        )
+
+
+class GuidanceSlider:
+    """The same seeds re-sampled at each classifier-free guidance scale w.
+
+    ε = ε_u + w (ε_c − ε_u): w = 1 is the plain conditional model; larger w follows the labels
+    harder. Each scale is sampled once, on first view, and cached. With a ``judge`` the course
+    accuracy of the images (judge named) is shown beside them.
+
+    State: ``scale``, ``current_images`` (float (B, 3, H, W)), ``current_accuracy``
+    (an AccuracyResult or None), ``cache`` (scale -> (images, accuracy)).
+    """
+
+    def __init__(
+        self,
+        model,
+        schedule,
+        label_lists,
+        config,
+        scales=(1.0, 2.0, 3.0, 5.0, 7.0, 10.0),
+        seed: int = 0,
+        judge=None,
+        label_space=None,
+        initial_scale: float | None = None,
+    ):
+        import ipywidgets as widgets
+
+        from labkit.data import LabelSpace
+
+        self.model, self.schedule, self.config, self.judge, self.seed = model, schedule, config, judge, seed
+        self.label_space = label_space or LabelSpace.default()
+        self.label_lists = [list(labels) for labels in label_lists]
+        self.labels = self.label_space.encode(self.label_lists)
+        self.cache: dict[float, tuple[torch.Tensor, object]] = {}
+        scales = [float(scale) for scale in scales]
+        initial = float(initial_scale) if initial_scale is not None else scales[0]
+        self.scale_slider = widgets.SelectionSlider(
+            options=scales, value=initial, description="w", continuous_update=False
+        )
+        self.caption = widgets.HTML()
+        self.image_widget = widgets.Image(format="png")
+        self.widget = widgets.VBox([self.scale_slider, self.caption, self.image_widget])
+        self.scale_slider.observe(lambda change: self.show(), names="value")
+        self.show()
+
+    @property
+    def scale(self) -> float:
+        return float(self.scale_slider.value)
+
+    def images_at(self, scale: float):
+        """(images, accuracy) at ``scale``, sampled once and cached."""
+        if scale not in self.cache:
+            from labkit.sample import sample_conditions
+
+            result = sample_conditions(
+                self.model, self.schedule, self.label_lists, self.config, self.label_space,
+                guidance_scale=scale, seed=self.seed, progress=False,
+            )
+            accuracy = None
+            if self.judge is not None:
+                from labkit.lab import upsample_for_output
+
+                accuracy = self.judge.accuracy(upsample_for_output(result.images), self.labels)
+            self.cache[scale] = (result.images, accuracy)
+        return self.cache[scale]
+
+    def show(self) -> None:
+        from labkit.figures import image_grid
+
+        self.current_images, self.current_accuracy = self.images_at(self.scale)
+        nrow = min(8, len(self.current_images))
+        grid = image_grid(_enlarge(self.current_images_uint8(), 64), nrow=nrow)
+        self.image_png = _png(grid)
+        self.image_widget.value = self.image_png
+        text = f"guidance scale w = {self.scale:g} (ε = ε_u + w(ε_c − ε_u)); seeds {self.seed}…{self.seed + len(self.label_lists) - 1}"
+        if self.current_accuracy is not None:
+            text += f"<br>accuracy {self.current_accuracy.accuracy:.3f} ({self.current_accuracy.hits}/{self.current_accuracy.total} objects, {self.current_accuracy.judge})"
+        self.caption.value = text
+
+    def current_images_uint8(self) -> torch.Tensor:
+        from labkit.figures import as_uint8
+
+        return as_uint8(self.current_images)
+
+
+class LabelPicker:
+    """Pick 1-3 of the 24 objects and generate scenes of them.
+
+    Invalid picks (none, more than three, an unknown name) are refused with a message and
+    nothing is sampled. State: ``picked`` (list of names), ``message``, ``current_images``
+    (float (B, 3, H, W) or None).
+    """
+
+    def __init__(self, model, schedule, config, label_space=None, num_images: int = 4, seed: int = 0, guidance_scale=None):
+        import ipywidgets as widgets
+
+        from labkit.data import LabelSpace
+
+        self.model, self.schedule, self.config = model, schedule, config
+        self.label_space = label_space or LabelSpace.default()
+        self.num_images, self.seed = num_images, seed
+        self.guidance_scale = config.sample.guidance_scale if guidance_scale is None else guidance_scale
+        self.selector = widgets.SelectMultiple(options=list(self.label_space.names), rows=8, description="objects")
+        self.button = widgets.Button(description="generate")
+        self.message_widget = widgets.HTML()
+        self.image_widget = widgets.Image(format="png")
+        self.widget = widgets.VBox(
+            [widgets.HBox([self.selector, self.button]), self.message_widget, self.image_widget]
+        )
+        self.picked: list[str] = []
+        self.message = ""
+        self.current_images = None
+        self.button.on_click(lambda button: self.generate())
+        self.selector.observe(lambda change: self.pick(list(change["new"])), names="value")
+        self._say("pick 1 to 3 objects, then press generate")
+
+    def _say(self, text: str) -> None:
+        self.message = text
+        self.message_widget.value = text
+
+    def pick(self, names) -> bool:
+        """Check a pick; returns True when it can be generated (else the message says why)."""
+        from labkit.data import ConditionError
+
+        try:
+            self.picked = self.label_space.check(list(names), where="your pick")
+        except ConditionError as error:
+            self.picked = []
+            self._say(f"refused: {error}")
+            return False
+        self._say(f"ready: {', '.join(self.picked)}")
+        return True
+
+    def generate(self):
+        """Sample ``num_images`` scenes (seeds seed…seed+n−1) of the current pick."""
+        from labkit.figures import as_uint8, image_grid
+        from labkit.sample import sample_conditions
+
+        if not self.picked and not self.pick(list(self.selector.value)):
+            return None
+        result = sample_conditions(
+            self.model, self.schedule, [self.picked] * self.num_images, self.config, self.label_space,
+            guidance_scale=self.guidance_scale, seed=self.seed, progress=False,
+        )
+        self.current_images = result.images
+        self.image_png = _png(image_grid(_enlarge(as_uint8(result.images), 64), nrow=self.num_images))
+        self.image_widget.value = self.image_png
+        self._say(f"{self.num_images} scenes of {', '.join(self.picked)} (w = {self.guidance_scale:g})")
+        return result.images

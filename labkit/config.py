@@ -272,12 +272,12 @@ def cpu_profile() -> LabConfig:
         data=DataConfig(image_size=32, num_scenes=2000),
         model=ModelConfig(
             backend="compact",
-            base_channels=64,
-            channel_mults=(1, 2, 2),
+            base_channels=32,
+            channel_mults=(1, 2, 4, 4),
             layers_per_block=1,
-            attention_levels=(False, False, True),
+            attention_levels=(False, False, True, True),
             attention_head_dim=32,
-            norm_groups=16,
+            norm_groups=8,
         ),
         diffusion=DiffusionConfig(num_train_timesteps=1000),
         train=TrainConfig(

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -230,10 +231,30 @@ def resolve_source(data_config, render: bool = True, progress: bool = True) -> D
 
 # ---- images ---------------------------------------------------------------------------------
 def decode_png(path: str | os.PathLike) -> torch.Tensor:
-    """Read an image file as uint8 (3, H, W) RGB."""
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    """uint8 (3, H, W) RGB tensor of an image file (PNG, or anything Pillow reads)."""
+    import numpy as np
+    from PIL import Image
 
-    return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+    with Image.open(path) as image:
+        array = np.asarray(image.convert("RGB"))  # (H, W, 3)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def encode_png(image: torch.Tensor, compress_level: int = 6) -> bytes:
+    """PNG bytes of a uint8 (3, H, W) RGB tensor; ``compress_level`` 0 (fast) .. 9 (small)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    array = image.detach().to("cpu", torch.uint8).permute(1, 2, 0).contiguous().numpy()  # (H, W, 3)
+    Image.fromarray(array, "RGB").save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()
+
+
+def write_png(image: torch.Tensor, path: str | os.PathLike, compress_level: int = 6) -> None:
+    """Save a uint8 (3, H, W) RGB tensor as a PNG file."""
+    Path(path).write_bytes(encode_png(image, compress_level))
 
 
 def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -344,8 +365,31 @@ def load_training_set(
         return TrainingSet(cached["images"], labels, names, label_space, source)
 
     images = torch.empty(len(names), 3, size, size, dtype=torch.uint8)
-    for i, name in enumerate(tqdm(names, desc=f"decode {source.kind} PNGs -> {size}px", disable=not show_progress(progress))):
-        images[i] = resize_square(decode_png(source.image_dir / name), size)
+
+    def decode(i: int) -> None:
+        try:
+            image = decode_png(source.image_dir / names[i])
+        except (OSError, ValueError, RuntimeError) as error:  # Pillow: OSError for truncated or unknown files
+            raise RuntimeError(f"{source.image_dir / names[i]}: cannot decode it ({error}); the file is damaged, "
+                               f"copy it again (or delete the synthetic folder to render it again)") from error
+        images[i] = resize_square(image, size)
+
+    # One image per task on one thread per core, each with a single torch thread: on a busy 2-core
+    # machine, torch's own threads inside each small decode/resize made this 3x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+            done = pool.map(decode, range(len(names)))
+            try:
+                for _ in tqdm(done, total=len(names), desc=f"decode {source.kind} PNGs -> {size}px",
+                              disable=not show_progress(progress)):
+                    pass
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)  # report the first error without decoding the rest
+                raise
+    finally:
+        torch.set_num_threads(threads)
     if use_cache:
         from labkit.runtime import atomic_save
 

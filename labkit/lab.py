@@ -100,12 +100,15 @@ def run_sample(config: LabConfig, model=None, schedule=None, progress: bool = Tr
             judge = load_judge(config, progress=progress)
         guidance = {"judge": judge, "judge_guidance_scale": config.sample.judge_guidance_scale}
     results: dict = {"paths": {}}
+    settings = {}
     for split in SPLITS:
         conditions = source.conditions(split)
         result = sample_conditions(model, schedule, conditions, config, label_space, progress=progress, **guidance)
         results[split] = result
         paths = save_required_outputs(upsample_for_output(result.images), split, outputs_dir())
         results["paths"][split] = paths[0].parent
+        settings = dict(result.settings, judge_guided=result.judge_guided, run=str(config.run_dir))
+    (outputs_dir() / "sampling.json").write_text(json.dumps(settings, indent=2) + "\n")
     denoising = sample_conditions(
         model, schedule, [DENOISING_LABELS], config, label_space, return_trajectory=True, progress=False, **guidance
     )
@@ -151,8 +154,20 @@ def run_evaluate(config: LabConfig, judge=None, progress: bool = True) -> dict:
                 f"outputs/images/{split} holds {len(images)} images but {split}.json has {len(labels)} label sets; "
                 f"run the sample stage again"
             )
-        results[split] = judge.accuracy(images, labels)
-    results["summary"] = write_accuracy_summary({split: results[split] for split in SPLITS}, outputs_dir())
+        results[split] = judge.accuracy(images, labels, split=split)
+    summary = write_accuracy_summary({split: results[split] for split in SPLITS}, outputs_dir())
+    sampling_path = outputs_dir() / "sampling.json"
+    if sampling_path.exists():
+        sampling = json.loads(sampling_path.read_text())
+        line = (
+            f"images: {sampling.get('sampler')} {sampling.get('num_inference_steps')} steps, "
+            f"guidance scale w = {sampling.get('guidance_scale')}"
+        )
+        if sampling.get("judge_guided"):
+            line += f", JUDGE-GUIDED (evaluator guidance {sampling.get('judge_guidance_scale')})"
+        summary += "\n" + line
+        (outputs_dir() / "accuracy.txt").write_text(summary + "\n")
+    results["summary"] = summary
     return results
 
 
@@ -180,7 +195,7 @@ def run_sweep(config: LabConfig, model=None, schedule=None, judge=None, progress
             result = sample_conditions(
                 model, schedule, conditions, config, source.label_space, guidance_scale=scale, progress=False
             )
-            accuracies.append(judge.accuracy(upsample_for_output(result.images), labels).accuracy)
+            accuracies.append(judge.accuracy(upsample_for_output(result.images), labels, split=split).accuracy)
         sweep[split] = accuracies
     means = [(a + b) / 2 for a, b in zip(sweep["test"], sweep["new_test"])]
     sweep["mean"] = means

@@ -198,9 +198,9 @@ class ScheduleExplorer:
 # ---- sampling widgets ------------------------------------------------------------------------------
 def _png(image: torch.Tensor) -> bytes:
     """uint8 (3, H, W) -> PNG bytes (no matplotlib: fast enough for a play button)."""
-    from torchvision.io import encode_png
+    from labkit.data import encode_png
 
-    return encode_png(image.contiguous()).numpy().tobytes()
+    return encode_png(image, compress_level=1)
 
 
 def _enlarge(images: torch.Tensor, height: int = 128) -> torch.Tensor:

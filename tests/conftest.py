@@ -5,50 +5,10 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
+
+from factories import make_tiny_config, make_training_set
 
 os.environ.setdefault("TQDM_DISABLE", "1")
-
-
-def make_tiny_config(root, backend: str = "compact", **overrides):
-    """The smoke profile, shrunk further, with every path under ``root``."""
-    from labkit.config import get_config, set_override
-
-    config = get_config("smoke")
-    config.data.root = str(root / "data")
-    config.data.synthetic_dir = str(root / "data" / "synthetic")
-    config.data.cache_dir = str(root / "data" / "cache")
-    config.data.image_size = 16
-    config.train.runs_dir = str(root / "runs")
-    config.train.preview_every = 0
-    config.train.eval_every = 0
-    config.train.batch_size = 8
-    config.train.log_every = 1
-    config.model.backend = backend
-    config.model.base_channels = 16
-    config.model.channel_mults = (1, 2)
-    config.model.attention_levels = (False, True)
-    config.model.norm_groups = 8
-    config.diffusion.num_train_timesteps = 50
-    for key, value in overrides.items():
-        set_override(config, key, value)
-    return config
-
-
-def make_training_set(root, count: int = 12, size: int = 16, seed: int = 0):
-    """A TrainingSet of random uint8 images with valid 1-3 object labels (no rendering)."""
-    from labkit.data import DataSource, LabelSpace, TrainingSet
-
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (count, 3, size, size), generator=generator, dtype=torch.uint8)
-    label_space = LabelSpace.default()
-    lists = []
-    for i in range(count):
-        picks = torch.randperm(24, generator=generator)[: 1 + i % 3].tolist()
-        lists.append([label_space.names[j] for j in picks])
-    labels = label_space.encode(lists)
-    names = [f"image_{i:03d}.png" for i in range(count)]
-    return TrainingSet(images, labels, names, label_space, DataSource(root, "synthetic"))
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from conftest import make_training_set  # noqa: E402
+from factories import make_training_set  # noqa: E402
 
 from labkit.config import LabConfig  # noqa: E402
 from labkit.train import train  # noqa: E402

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_tiny_config
+from factories import make_tiny_config
 from labkit.data import LabelSpace
 from labkit.model import build_model
 from labkit.sample import guided_epsilon, sample, sample_from_scratch

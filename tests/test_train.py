@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_tiny_config, make_training_set
+from factories import make_tiny_config, make_training_set
 from labkit.model import build_model
 from labkit.schedules import NoiseSchedule
 from labkit.train import EMA, diffusion_loss, drop_labels, lr_factor, read_log, train

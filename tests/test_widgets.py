@@ -67,7 +67,7 @@ def tiny_sampler(tmp_path_factory):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from conftest import make_tiny_config
+    from factories import make_tiny_config
 
     from labkit.model import build_model
     from labkit.schedules import NoiseSchedule

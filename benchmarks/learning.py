@@ -1,0 +1,126 @@
+"""Learning per unit of compute: labkit's recipe against a students'-style recipe, same steps.
+
+    .venv/bin/python benchmarks/learning.py [--steps 1500] [--json benchmarks/results/learning.json]
+
+Both runs train the ``cpu`` profile's UNet on the same data with the same seeds, batch size,
+learning rate and number of optimiser steps. They differ only in the recipe:
+
+- labkit: the profile's recipe (cosine schedule, min-SNR-5 weighting, EMA weights, automatic
+  precision, DPM-Solver++ with 20 steps for sampling);
+- students' style: linear β schedule, no min-SNR weighting, raw (non-EMA) weights, fp32,
+  DDPM sampling with all 1,000 steps.
+
+Each run then samples ``test.json`` and ``new_test.json`` (same guidance scale, same seeds) and
+the synthetic judge (or the course checkpoint) scores them. Prints a table, writes
+``report_figures/learning_per_compute.png`` (accuracy and loss) and the figures as JSON.
+Takes about 2 x (steps x batch / images per second) plus sampling: ~40 minutes at 1,500 steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from labkit import data as data_module  # noqa: E402
+from labkit import figures, lab  # noqa: E402
+from labkit.config import get_config  # noqa: E402
+from labkit.evaluate import load_judge  # noqa: E402
+from labkit.sample import sample_conditions  # noqa: E402
+from labkit.train import load_model, read_log, train  # noqa: E402
+
+
+def recipes(steps: int) -> dict:
+    base = get_config("cpu")
+    base.train.steps = steps
+    base.train.preview_every = base.train.eval_every = 0
+    labkit_recipe = copy.deepcopy(base)
+    labkit_recipe.train.run_name = f"learning_labkit_{steps}"
+    students = copy.deepcopy(base)
+    students.train.run_name = f"learning_students_{steps}"
+    students.diffusion.schedule = "linear"
+    students.diffusion.min_snr_gamma = 0.0
+    students.train.precision = "fp32"
+    students.sample.use_ema = False
+    students.sample.sampler = "ddpm"
+    students.sample.num_inference_steps = students.diffusion.num_train_timesteps
+    return {"labkit": labkit_recipe, "students' style": students}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=1500, help="optimiser steps per recipe (default: the cpu profile's)")
+    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "learning.json"))
+    args = parser.parse_args()
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    configs = recipes(args.steps)
+    first = next(iter(configs.values()))
+    source = data_module.resolve_source(first.data)
+    training_set = data_module.load_training_set(first.data, source=source)
+    judge = load_judge(first)
+    results = {"steps": args.steps, "batch_size": first.train.batch_size, "judge": judge.name, "recipes": {}}
+    for name, config in configs.items():
+        start = time.perf_counter()
+        trained = train(config, resume=True, progress=True, training_set=training_set)
+        train_s = time.perf_counter() - start
+        model, schedule, _ = load_model(config=config, which="last", use_ema=config.sample.use_ema)
+        row = {"train_wall_s": train_s, "images_per_s": trained.images_per_s,
+               "sampler": f"{config.sample.sampler}-{config.sample.num_inference_steps}",
+               "loss": [entry["loss"] for entry in read_log(config.run_dir)]}
+        for split in lab.SPLITS:
+            conditions = source.conditions(split)
+            result = sample_conditions(model, schedule, conditions, config, source.label_space, progress=False)
+            accuracy = judge.accuracy(lab.upsample_for_output(result.images), source.label_space.encode(conditions),
+                                      split=split)
+            row[split] = accuracy.accuracy
+            row[f"{split}_sample_s"] = result.wall_s
+        results["recipes"][name] = row
+        print(f"{name}: test {row['test']:.3f}, new_test {row['new_test']:.3f} ({judge.name}); "
+              f"train {train_s:.0f} s at {trained.images_per_s:.1f} img/s")
+
+    print(f"\n{args.steps} steps of batch {results['batch_size']}, accuracy by the {judge.name}")
+    print(f"{'recipe':18s} {'test':>6s} {'new_test':>9s} {'mean':>6s} {'sampler':>16s} {'train s':>8s}")
+    for name, row in results["recipes"].items():
+        mean = (row["test"] + row["new_test"]) / 2
+        print(f"{name:18s} {row['test']:6.3f} {row['new_test']:9.3f} {mean:6.3f} {row['sampler']:>16s} {row['train_wall_s']:8.0f}")
+    ours, theirs = results["recipes"]["labkit"], results["recipes"]["students' style"]
+    gain = (ours["test"] + ours["new_test"] - theirs["test"] - theirs["new_test"]) / 2
+    results["mean_accuracy_gain"] = gain
+    print(f"labkit's recipe: {gain:+.3f} mean accuracy at equal steps")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    names = list(results["recipes"])
+    for offset, split in enumerate(lab.SPLITS):
+        left.bar([i + 0.4 * offset for i in range(len(names))], [results["recipes"][n][split] for n in names],
+                 width=0.4, label=split)
+    left.set_xticks([i + 0.2 for i in range(len(names))], names)
+    left.set_ylim(0, 1)
+    left.set_ylabel(f"accuracy ({judge.name})")
+    left.legend()
+    left.set_title(f"{args.steps} steps of batch {results['batch_size']}")
+    for name in names:
+        right.plot(results["recipes"][name]["loss"], label=name)
+    right.set_xlabel(f"log row (every {first.train.log_every} steps)")
+    right.set_ylabel("training loss (each recipe's own weighting)")
+    right.legend()
+    figures.save_figure(fig, "learning_per_compute.png")
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"figures written to {path} and report_figures/learning_per_compute.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -203,14 +203,17 @@ print(json.dumps({{"rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 """
 
 
-def profile_rows(max_batch_for_rss: int) -> list[dict]:
+def profile_rows(gpu_batch_for_rss: int) -> list[dict]:
+    """FLOPs and parameters of each profile's model; peak RSS of 2 training steps in a fresh process
+    (at the profile's batch size, except the gpu profile: ``gpu_batch_for_rss`` so that it finishes on a CPU)."""
     rows = []
     for profile in ("smoke", "cpu", "gpu"):
         config = get_config(profile)
         with torch.device("meta"):
             model = build_model(config.model, config.data.image_size)
         flops = flops_per_image(model)
-        child = RSS_CHILD.format(root=str(ROOT), tests=str(ROOT / "tests"), profile=profile, batch=max_batch_for_rss)
+        child = RSS_CHILD.format(root=str(ROOT), tests=str(ROOT / "tests"), profile=profile,
+                                 batch=gpu_batch_for_rss if profile == "gpu" else 10**6)
         output = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=900,
                                 env={**os.environ, "TQDM_DISABLE": "1"})
         rss = json.loads(output.stdout.strip().splitlines()[-1]) if output.returncode == 0 else {"error": output.stderr[-500:]}
@@ -272,7 +275,7 @@ def main() -> None:
 
     results["sampling"], trained = sampling_rows(config, args.ddpm_images)
     results["sampling_model"] = "trained cpu run" if trained else "untrained cpu-profile UNet (timings only)"
-    results["profiles"] = profile_rows(max_batch_for_rss=64)
+    results["profiles"] = profile_rows(gpu_batch_for_rss=16)
     results["machine"]["load_average_after"] = os.getloadavg()[0]
     results["wall_s"] = time.perf_counter() - started
     print_table(results)

@@ -187,7 +187,7 @@ class AccuracyResult:
     judge_holdout_accuracy: float | None = None  # the judge's own held-out accuracy, when known
 
     def __str__(self) -> str:
-        name = f"{self.split}.json" if self.split and not self.split.endswith(".json") else self.split
+        name = f"{self.split}.json" if self.split in ("test", "new_test") else self.split  # a label file, or e.g. "held-out"
         prefix = f"{name}: " if name else "accuracy "
         return f"{prefix}{self.accuracy:.3f} ({self.hits}/{self.total} objects, {self.judge})"
 
@@ -657,7 +657,7 @@ def train_synthetic_judge(cfg: LabConfig, device=None, progress: bool = True) ->
     }
     atomic_write_text(json.dumps(report, indent=2) + "\n", report_path)
     if progress:
-        print(f"{judge.name}: held-out {holdout} after {steps} steps x {batch_size} images, {train_s:.0f} s training")
+        print(f"{judge.name}: {holdout} after {steps} steps x {batch_size} images, {train_s:.0f} s training")
     _warn_if_weak(judge, cfg.judge.min_accuracy)
     return judge, report
 

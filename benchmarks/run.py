@@ -1,15 +1,17 @@
 """The lab's performance table, in one run on this machine (about 10-15 minutes on 2 CPU cores).
 
-    .venv/bin/python benchmarks/run.py [--steps 12] [--ddpm-images 32] [--json benchmarks/results/run.json]
+    .venv/bin/python benchmarks/run.py [--steps 12] [--ddpm-images 32] [--training-profiles cpu,smoke]
+                                       [--skip-sampling] [--skip-profiles] [--json benchmarks/results/run.json]
 
-Measures, on the ``cpu`` profile's UNet at its resolution and batch size:
+Measures, on each profile's UNet at its resolution and batch size (training: ``cpu`` and ``smoke``;
+sampling: ``cpu``):
 
 1. matrix-multiply peak (GFLOP/s) in fp32 and bf16 (2048^3 matmuls): the machine's limit;
 2. training images/s: a students'-style reference loop (fp32, a DataLoader decoding PNGs every
    epoch, ``loss.item()`` every step), the same loop with one lever at a time (cached uint8
    data, channels_last, bf16 autocast, torch.compile), and ``labkit.train.train`` itself;
    achieved GFLOP/s (3 x forward FLOPs per image, torch's flop counter) and its share of the peak;
-3. sampling the 32 ``test.json`` conditions: DDPM-1000, DDIM-50, DPM-Solver++-20 with
+3. sampling the 32 ``test.json`` conditions: DDPM-1000, DDIM-50 (eta 0 and 1), DPM-Solver++-20 with
    classifier-free guidance in one batched call and in two calls: wall time, network
    evaluations, and the judge's accuracy when a trained ``cpu`` run and a judge exist;
 4. per profile: parameters, forward FLOPs per image, peak RSS of a few training steps
@@ -164,14 +166,17 @@ def sampling_rows(config, ddpm_images: int) -> list[dict]:
         schedule = NoiseSchedule.from_config(config.diffusion)
         trained = False
     rows = []
-    for name, steps, mode, count in (
-        ("ddpm", schedule.num_train_timesteps, "batched", ddpm_images),
-        ("ddim", 50, "batched", 32),
-        ("dpmsolver++", 20, "batched", 32),
-        ("dpmsolver++", 20, "separate", 32),
+    for name, steps, eta, mode, count in (
+        ("ddpm", schedule.num_train_timesteps, 0.0, "batched", ddpm_images),
+        ("ddim", 50, 0.0, "batched", 32),
+        ("ddim", 50, 1.0, "batched", 32),
+        ("dpmsolver++", 20, 0.0, "batched", 32),
+        ("dpmsolver++", 20, 0.0, "separate", 32),
     ):
         result = sample_conditions(model, schedule, conditions[:count], config, source.label_space, sampler=name,
-                                   num_inference_steps=steps, cfg_mode=mode, progress=False)
+                                   num_inference_steps=steps, eta=eta, cfg_mode=mode, progress=False)
+        if eta:
+            name = f"{name} eta={eta:g}"
         row = {"sampler": name, "steps": steps, "cfg": mode, "images": count,
                "network_evaluations_per_image": result.network_evaluations,
                "seconds_per_image": result.wall_s / count, "accuracy": None}
@@ -223,11 +228,50 @@ def profile_rows(gpu_batch_for_rss: int) -> list[dict]:
     return rows
 
 
+def training_table(profile: str, steps: int, with_compile: bool, fp32_peak: float) -> dict:
+    """Images/s of the reference loop, each lever alone and labkit's trainer on ``profile``'s UNet and batch."""
+    config = get_config(profile)
+    source = data_module.resolve_source(config.data)
+    training_set = data_module.load_training_set(config.data, source=source)
+    with torch.device("meta"):
+        forward_flops = flops_per_image(build_model(config.model, config.data.image_size))
+    variants = [
+        ("reference (fp32, PNG DataLoader, .item() per step)", dict(cached=False, channels_last=False, precision="fp32", compile_model=False)),
+        ("+ cached uint8 data", dict(cached=True, channels_last=False, precision="fp32", compile_model=False)),
+        ("+ channels_last", dict(cached=False, channels_last=True, precision="fp32", compile_model=False)),
+        ("+ bf16 autocast", dict(cached=False, channels_last=False, precision="bf16", compile_model=False)),
+    ]
+    if with_compile:
+        variants.append(("+ torch.compile", dict(cached=False, channels_last=False, precision="fp32", compile_model=True)))
+    rows = []
+    for name, flags in variants:
+        try:
+            rate = reference_step_rate(config, training_set, source, steps, **flags)
+        except Exception as error:  # e.g. no compiler for torch.compile on this machine
+            print(f"{name}: failed ({type(error).__name__}: {error})")
+            continue
+        rows.append({"variant": name, "images_per_s": rate})
+    rows.append({"variant": f"labkit trainer ({config.train.precision} -> "
+                            f"{'bf16' if cpu_supports_bf16() else 'fp32'}, channels_last, cached, EMA)",
+                 "images_per_s": labkit_trainer_rate(config, training_set, steps)})
+    reference = rows[0]["images_per_s"]
+    for row in rows:
+        row["speedup"] = row["images_per_s"] / reference
+        row["achieved_gflops"] = row["images_per_s"] * 3 * forward_flops / 1e9
+        row["share_of_fp32_matmul_peak"] = row["achieved_gflops"] / fp32_peak
+    return {"model": f"{profile} profile ({config.model.backend}, {config.data.image_size}px, "
+                     f"batch {config.train.batch_size})",
+            "forward_gflops_per_image": forward_flops / 1e9, "rows": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=12, help="timed training steps per variant (default 12)")
     parser.add_argument("--ddpm-images", type=int, default=32, help="test.json images sampled with DDPM-1000")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile lever")
+    parser.add_argument("--training-profiles", default="cpu,smoke", help="profiles whose UNet the training table measures")
+    parser.add_argument("--skip-sampling", action="store_true", help="leave out the sampling table")
+    parser.add_argument("--skip-profiles", action="store_true", help="leave out the per-profile FLOPs and RSS table")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "run.json"))
     args = parser.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -238,44 +282,14 @@ def main() -> None:
 
     results["matmul_gflops"] = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
 
+    results["training"] = [training_table(name, args.steps, not args.no_compile, results["matmul_gflops"]["fp32"])
+                           for name in args.training_profiles.split(",")]
     config = get_config("cpu")
-    source = data_module.resolve_source(config.data)
-    training_set = data_module.load_training_set(config.data, source=source)
-    with torch.device("meta"):
-        forward_flops = flops_per_image(build_model(config.model, config.data.image_size))
-    train_flops = 3 * forward_flops
-    variants = [
-        ("reference (fp32, PNG DataLoader, .item() per step)", dict(cached=False, channels_last=False, precision="fp32", compile_model=False)),
-        ("+ cached uint8 data", dict(cached=True, channels_last=False, precision="fp32", compile_model=False)),
-        ("+ channels_last", dict(cached=False, channels_last=True, precision="fp32", compile_model=False)),
-        ("+ bf16 autocast", dict(cached=False, channels_last=False, precision="bf16", compile_model=False)),
-    ]
-    if not args.no_compile:
-        variants.append(("+ torch.compile", dict(cached=False, channels_last=False, precision="fp32", compile_model=True)))
-    training = []
-    for name, flags in variants:
-        try:
-            rate = reference_step_rate(config, training_set, source, args.steps, **flags)
-        except Exception as error:  # e.g. no compiler for torch.compile on this machine
-            print(f"{name}: failed ({type(error).__name__}: {error})")
-            continue
-        training.append({"variant": name, "images_per_s": rate})
-    training.append({"variant": f"labkit trainer ({config.train.precision} -> "
-                                f"{'bf16' if cpu_supports_bf16() else 'fp32'}, channels_last, cached, EMA)",
-                     "images_per_s": labkit_trainer_rate(config, training_set, args.steps)})
-    reference = training[0]["images_per_s"]
-    peak = results["matmul_gflops"]["fp32"]
-    for row in training:
-        row["speedup"] = row["images_per_s"] / reference
-        row["achieved_gflops"] = row["images_per_s"] * train_flops / 1e9
-        row["share_of_fp32_matmul_peak"] = row["achieved_gflops"] / peak
-    results["training"] = {"model": f"cpu profile ({config.model.backend}, {config.data.image_size}px, "
-                                    f"batch {config.train.batch_size})",
-                           "forward_gflops_per_image": forward_flops / 1e9, "rows": training}
-
-    results["sampling"], trained = sampling_rows(config, args.ddpm_images)
-    results["sampling_model"] = "trained cpu run" if trained else "untrained cpu-profile UNet (timings only)"
-    results["profiles"] = profile_rows(gpu_batch_for_rss=16)
+    if not args.skip_sampling:
+        results["sampling"], trained = sampling_rows(config, args.ddpm_images)
+        results["sampling_model"] = "trained cpu run" if trained else "untrained cpu-profile UNet (timings only)"
+    if not args.skip_profiles:
+        results["profiles"] = profile_rows(gpu_batch_for_rss=16)
     results["machine"]["load_average_after"] = os.getloadavg()[0]
     results["wall_s"] = time.perf_counter() - started
     print_table(results)
@@ -291,27 +305,31 @@ def print_table(results: dict) -> None:
           f"native bf16: {machine['native_bf16']}, load {machine['load_average_before']:.2f} -> {machine['load_average_after']:.2f}")
     peaks = results["matmul_gflops"]
     print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
-    training = results["training"]
-    print(f"\ntraining, {training['model']}, {training['forward_gflops_per_image']:.3f} forward GFLOPs/image")
-    print(f"{'variant':58s} {'img/s':>7s} {'x ref':>6s} {'GFLOP/s':>8s} {'% fp32 peak':>11s}")
-    for row in training["rows"]:
-        print(f"{row['variant']:58s} {row['images_per_s']:7.1f} {row['speedup']:6.2f} {row['achieved_gflops']:8.1f} "
-              f"{100 * row['share_of_fp32_matmul_peak']:10.1f}%")
+    for training in results["training"]:
+        print(f"\ntraining, {training['model']}, {training['forward_gflops_per_image']:.3f} forward GFLOPs/image")
+        print(f"{'variant':58s} {'img/s':>7s} {'x ref':>6s} {'GFLOP/s':>8s} {'% fp32 peak':>11s}")
+        for row in training["rows"]:
+            print(f"{row['variant']:58s} {row['images_per_s']:7.1f} {row['speedup']:6.2f} {row['achieved_gflops']:8.1f} "
+                  f"{100 * row['share_of_fp32_matmul_peak']:10.1f}%")
+    if "sampling" not in results:
+        print(f"\nbenchmark wall time {results['wall_s']:.0f} s")
+        return
     print(f"\nsampling test.json ({results['sampling_model']})")
-    print(f"{'sampler':12s} {'steps':>5s} {'cfg':>9s} {'net evals':>9s} {'s/image':>8s} {'x DDPM':>7s} {'accuracy':>9s}")
+    print(f"{'sampler':14s} {'steps':>5s} {'cfg':>9s} {'net evals':>9s} {'s/image':>8s} {'x DDPM':>7s} {'accuracy':>9s}")
     ddpm = results["sampling"][0]["seconds_per_image"]
     for row in results["sampling"]:
         accuracy = f"{row['accuracy']:.3f}" if row["accuracy"] is not None else "-"
-        print(f"{row['sampler']:12s} {row['steps']:5d} {row['cfg']:>9s} {row['network_evaluations_per_image']:9d} "
+        print(f"{row['sampler']:14s} {row['steps']:5d} {row['cfg']:>9s} {row['network_evaluations_per_image']:9d} "
               f"{row['seconds_per_image']:8.3f} {ddpm / row['seconds_per_image']:7.1f} {accuracy:>9s}")
     if results["sampling"][0]["accuracy"] is not None:
         print(f"(accuracy by the {results['sampling'][0]['judge']})")
-    print(f"\n{'profile':8s} {'backend':10s} {'size':>4s} {'parameters':>11s} {'GFLOPs/img':>10s} {'train RSS MiB':>14s}")
-    for row in results["profiles"]:
-        rss = row["train_rss"]
-        rss_text = f"{rss['rss_mib']:.0f} (b{rss['batch_size']})" if "rss_mib" in rss else "failed"
-        print(f"{row['profile']:8s} {row['backend']:10s} {row['image_size']:4d} {row['parameters']:11,d} "
-              f"{row['forward_gflops_per_image']:10.3f} {rss_text:>14s}")
+    if "profiles" in results:
+        print(f"\n{'profile':8s} {'backend':10s} {'size':>4s} {'parameters':>11s} {'GFLOPs/img':>10s} {'train RSS MiB':>14s}")
+        for row in results["profiles"]:
+            rss = row["train_rss"]
+            rss_text = f"{rss['rss_mib']:.0f} (b{rss['batch_size']})" if "rss_mib" in rss else "failed"
+            print(f"{row['profile']:8s} {row['backend']:10s} {row['image_size']:4d} {row['parameters']:11,d} "
+                  f"{row['forward_gflops_per_image']:10.3f} {rss_text:>14s}")
     print(f"\nbenchmark wall time {results['wall_s']:.0f} s")
 
 

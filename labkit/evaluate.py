@@ -710,7 +710,7 @@ def load_judge(cfg: LabConfig, device=None, progress: bool = True) -> Judge:
     """The judge of this lab: the course checkpoint when its files are in the data root, else the synthetic judge.
 
     Course files: ``<data root>/evaluator.py`` + ``checkpoint.pth`` (or ``checkpoint.pth`` alone).
-    Otherwise the cached synthetic judge (trained first when absent, a few minutes on a CPU).
+    Otherwise the cached synthetic judge (trained first when absent: about 11 minutes on 2 CPU cores for the cpu profile).
     """
     judge = load_course_judge(cfg, device=device)
     if judge is not None:

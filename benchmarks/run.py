@@ -87,11 +87,11 @@ def reference_step_rate(config, training_set, source, steps: int, *, cached: boo
     if cached:
         def batches():
             generator = torch.Generator().manual_seed(0)
-            while True:
-                for order in [torch.randperm(len(training_set), generator=generator)]:
-                    for start in range(0, len(order) - batch_size + 1, batch_size):
-                        index = order[start : start + batch_size]
-                        yield data_module.to_model_range(training_set.images[index]), training_set.labels[index]
+            while True:  # one shuffled epoch after another
+                order = torch.randperm(len(training_set), generator=generator)
+                for start in range(0, len(order) - batch_size + 1, batch_size):
+                    index = order[start : start + batch_size]
+                    yield data_module.to_model_range(training_set.images[index]), training_set.labels[index]
     else:
         folder = PngFolder(source.image_dir, training_set.names, config.data.image_size)
         labels_by_index = training_set.labels

@@ -266,7 +266,7 @@ def training_table(profile: str, steps: int, with_compile: bool, fp32_peak: floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=12, help="timed training steps per variant (default 12)")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per variant (default 20)")
     parser.add_argument("--ddpm-images", type=int, default=32, help="test.json images sampled with DDPM-1000")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile lever")
     parser.add_argument("--training-profiles", default="cpu,smoke", help="profiles whose UNet the training table measures")

@@ -87,7 +87,9 @@ class DiffusionConfig:
     num_train_timesteps: int = 1000
     beta_start: float = 1e-4  # linear / quadratic / sigmoid
     beta_end: float = 0.02
-    prediction_type: str = "epsilon"  # "epsilon", "v_prediction" or "sample" (x0)
+    # "v_prediction" (default), "epsilon" or "sample" (x0). With the cosine schedule ᾱ_999 ≈ 2e-9, so
+    # x̂0 from a predicted ε divides its error by √ᾱ ≈ 5e-5 near t = T; x̂0 from v does not (x̂0 = √ᾱ x_t − √(1−ᾱ) v).
+    prediction_type: str = "v_prediction"
     min_snr_gamma: float = 5.0  # 0 disables min-SNR-gamma weighting
 
 
@@ -292,14 +294,14 @@ def cpu_profile() -> LabConfig:
             eval_every=0,
             checkpoint_every=300,
         ),
-        # A short run's model is still rough: stochastic DDIM (eta = 1) corrects its errors as it goes.
-        # Measured on test.json with the synthetic judge after 1000 steps: DPM-Solver++-20 0.208,
-        # DDIM-50 (eta 0) 0.250, DDIM-50 (eta 1) 0.403, DDPM-1000 0.347.
+        # With v-prediction the 900-step model samples as well with DPM-Solver++-20 as with DDIM-50
+        # (mean of test and new_test, synthetic judge, w = 3: 0.380 vs 0.376 at eta 0 and 0.340 at eta 1),
+        # in 40 instead of 100 network calls. The same run with ε-prediction: 0.249 (DPM-Solver++-20) and
+        # 0.312 (DDIM-50, eta 1).
         sample=SampleConfig(
-            sampler="ddim",
-            num_inference_steps=50,
-            eta=1.0,
-            sweep_scales=(1.0, 4.0, 7.0, 10.0),
+            sampler="dpmsolver++",
+            num_inference_steps=20,
+            sweep_scales=(1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0),
         ),
         judge=JudgeConfig(steps=1000, batch_size=64),
     )

@@ -4,7 +4,7 @@ One call, :func:`train`, runs a whole run (or continues it) from a :class:`~labk
 
 1. sample t ~ U{0..T-1} and ε ~ N(0, I); noise x0 into x_t = √ᾱ_t x0 + √(1-ᾱ_t) ε  (DDPM eq. 4);
 2. replace each label by the null condition with probability ``cond_drop_prob`` (CFG);
-3. predict ε (or v, or x0) and take the MSE, optionally weighted by min-SNR-γ;
+3. predict v (the default), ε or x0 and take the MSE, optionally weighted by min-SNR-γ;
 4. AdamW (fused where supported), warm-up then cosine LR, gradient clipping, EMA of the weights.
 
 It runs the same on one CPU, one GPU or several processes under Accelerate (data parallel,

@@ -185,11 +185,12 @@ def test_channels_last_bf16_autocast_forward_backward():
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
 
 
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_loss_decreases_on_a_fixed_batch(backend):
-    """30 Adam steps of ε-prediction MSE on one fixed (x0, noise, t, labels) batch."""
+def test_loss_decreases_on_a_fixed_batch(backend, prediction_type):
+    """30 Adam steps of the MSE on ε or v for one fixed (x0, noise, t, labels) batch."""
     model = tiny_model(backend).train()
-    schedule = NoiseSchedule("cosine", 100)
+    schedule = NoiseSchedule("cosine", 100, prediction_type=prediction_type)
     generator = torch.Generator().manual_seed(1)
     x0 = torch.rand(8, 3, 1, 1, generator=generator).expand(8, 3, SIZE, SIZE) * 2 - 1  # flat colours
     noise = torch.randn(8, 3, SIZE, SIZE, generator=generator)

@@ -41,12 +41,14 @@ def test_cfg_scale_one_is_the_conditional_prediction_and_batched_equals_separate
     config, model, schedule, labels = tiny
     x_t = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        conditional = model(x_t, torch.full((4,), 40), labels)
-        unconditional = model(x_t, torch.full((4,), 40), torch.zeros_like(labels))
+        timesteps = torch.full((4,), 40)
+        # the network's output (v for the profiles' v-prediction) converted to ε, as the samplers do
+        conditional = schedule.pred_epsilon(model(x_t, timesteps, labels), x_t, timesteps)
+        unconditional = schedule.pred_epsilon(model(x_t, timesteps, torch.zeros_like(labels)), x_t, timesteps)
         eps_one = guided_epsilon(model, schedule, x_t, 40, labels, guidance_scale=1.0)
         batched = guided_epsilon(model, schedule, x_t, 40, labels, guidance_scale=3.0, cfg_mode="batched")
         separate = guided_epsilon(model, schedule, x_t, 40, labels, guidance_scale=3.0, cfg_mode="separate")
-    assert torch.allclose(eps_one, conditional, atol=1e-6)  # ε-prediction: output = ε
+    assert torch.allclose(eps_one, conditional, atol=1e-6)
     assert torch.allclose(batched, separate, atol=1e-5)
     expected = unconditional + 3.0 * (conditional - unconditional)
     assert torch.allclose(batched, expected, atol=1e-5)

@@ -27,9 +27,13 @@ def fixed_batch_loss(model, schedule, x0, labels, seed=123):
         return diffusion_loss(model.eval(), schedule, x0, labels, cond_drop_prob=0.0, generator=generator).item()
 
 
+# Measured after 30 steps (both backends): ε 0.59-0.63 of the starting loss, v 0.82-0.86. The v
+# target keeps more to learn at high noise (it tends to -x0), so its loss falls more slowly at first.
+@pytest.mark.parametrize("prediction_type, max_ratio", [("epsilon", 0.7), ("v_prediction", 0.92)])
 @pytest.mark.parametrize("backend", ["compact", "diffusers"])
-def test_both_backends_learn_through_the_trainer(tmp_path, backend):
+def test_both_backends_learn_through_the_trainer(tmp_path, backend, prediction_type, max_ratio):
     config = make_tiny_config(tmp_path, backend=backend, **{"train.steps": 30, "train.lr": 2e-3})
+    config.diffusion.prediction_type = prediction_type
     config.train.batch_size = 4
     training_set = make_training_set(tmp_path, count=4)  # one fixed batch
     x0 = training_set.images.float() / 127.5 - 1
@@ -40,7 +44,7 @@ def test_both_backends_learn_through_the_trainer(tmp_path, backend):
     result = train(config, resume=False, progress=False, training_set=training_set)
     after = fixed_batch_loss(result.model, schedule, x0, labels)
     assert result.step == 30
-    assert after < 0.7 * before, (before, after)
+    assert after < max_ratio * before, (before, after)
 
 
 def test_cfg_dropout_rate():

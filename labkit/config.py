@@ -108,7 +108,7 @@ class TrainConfig:
     ema_decay: float = 0.9999
     ema_warmup_steps: int = 2000  # decay ramps as min(decay, (1 + s) / (10 + s)) before this
     precision: str = "auto"  # "auto", "bf16", "fp16", "fp32"
-    channels_last: bool = True
+    channels_last: bool | str = "auto"  # True, False or "auto" (see labkit.runtime.resolve_channels_last)
     compile: bool = False
     data_on_device: bool = True  # keep the uint8 training set on the device when it fits
     log_every: int = 50  # loss is read from the device every N steps (no per-step sync)

@@ -45,7 +45,16 @@ import torch.nn.functional as F
 
 from labkit import data as data_module
 from labkit.config import LabConfig, resolve_path
-from labkit.runtime import atomic_save, atomic_write_text, autocast, get_device, resolve_precision, seed_everything, show_progress
+from labkit.runtime import (
+    atomic_save,
+    atomic_write_text,
+    autocast,
+    cpu_supports_bf16,
+    get_device,
+    resolve_precision,
+    seed_everything,
+    show_progress,
+)
 
 NUM_CLASSES = 24
 EVALUATOR_SIZE = 64  # the evaluator's input: (B, 3, 64, 64), normalized with mean = std = 0.5
@@ -670,15 +679,7 @@ def _judge_precision(device: torch.device) -> str:
     """
     if device.type != "cpu":
         return "auto"
-    return "bf16" if _cpu_has_native_bf16() else "fp32"
-
-
-def _cpu_has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: no cheap way to tell, fp32 is the safe choice
-        return False
-    return any(flag in flags.split() for flag in ("amx_bf16", "avx512_bf16"))
+    return "bf16" if cpu_supports_bf16() else "fp32"
 
 
 def load_synthetic_judge(cfg: LabConfig, device=None, progress: bool = True) -> Judge:

@@ -67,6 +67,27 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
+def resolve_channels_last(setting: bool | str, device: torch.device, precision: str) -> bool:
+    """Turn ``train.channels_last`` (``True``, ``False`` or ``"auto"``) into a bool.
+
+    auto: channels_last on CUDA (tensor-core convolutions want NHWC) and for fp32 on CPU; NCHW
+    for bf16 on CPU. Measured on the ``cpu``-profile UNet (2-core AMD EPYC with AVX512-BF16,
+    batch 64, images/s): fp32 NCHW 99-105, fp32 channels_last 110-118; bf16 NCHW 178-189, bf16
+    channels_last 155. In channels_last, oneDNN's convolutions are faster, but CPU GroupNorm's
+    backward is 3-4x slower at 32x32 and 16x16, and under bf16 that outweighs the convolutions.
+    """
+    if isinstance(setting, str):
+        lowered = setting.strip().lower()
+        if lowered not in ("auto", "true", "false"):
+            raise ValueError(f"train.channels_last must be true, false or auto, not {setting!r}")
+        if lowered != "auto":
+            return lowered == "true"
+        if device.type == "cuda":
+            return True
+        return precision == "fp32"
+    return bool(setting)
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """An autocast context for a resolved precision (no-op for fp32)."""
     if precision == "fp32":

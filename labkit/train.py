@@ -33,7 +33,15 @@ from torch import nn
 
 from labkit import data as data_module
 from labkit.config import LabConfig
-from labkit.runtime import atomic_save, autocast, get_device, resolve_precision, seed_everything, show_progress
+from labkit.runtime import (
+    atomic_save,
+    autocast,
+    get_device,
+    resolve_channels_last,
+    resolve_precision,
+    seed_everything,
+    show_progress,
+)
 
 LOG_COLUMNS = ("step", "loss", "lr", "images_per_s", "elapsed_s")
 
@@ -315,6 +323,7 @@ def train(
         )
     local_batch = train_config.batch_size // world_size
     precision = resolve_precision(train_config.precision, device)
+    channels_last = resolve_channels_last(train_config.channels_last, device, precision)
     seed_everything(train_config.seed + rank)
 
     run_dir = config.run_dir
@@ -338,7 +347,7 @@ def train(
 
     # model, optimiser, schedule
     model = build_model(config.model, config.data.image_size).to(device)
-    if train_config.channels_last:
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema = EMA(model, train_config.ema_decay, train_config.ema_warmup_steps) if is_main else None
     fused = device.type == "cuda" or (device.type == "cpu" and torch.__version__ >= "2.4")
@@ -432,7 +441,7 @@ def train(
     try:
         while step < end_step:
             indices = sampler.next_indices()
-            x0 = make_batch(images, indices, config.data.hflip, noise_generator, train_config.channels_last)
+            x0 = make_batch(images, indices, config.data.hflip, noise_generator, channels_last)
             batch_labels = labels_all[indices.to(labels_all.device)].to(device, non_blocking=True)
             with autocast(device, precision):
                 loss = diffusion_loss(

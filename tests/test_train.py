@@ -100,6 +100,36 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_channels_last_setting_resolves_per_device_and_precision():
+    from labkit.runtime import resolve_channels_last
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_channels_last("auto", cuda, "bf16") and resolve_channels_last("auto", cuda, "fp16")
+    assert resolve_channels_last("auto", cpu, "fp32") and not resolve_channels_last("auto", cpu, "bf16")
+    assert resolve_channels_last(True, cpu, "bf16") and not resolve_channels_last("false", cuda, "bf16")
+    with pytest.raises(ValueError, match="train.channels_last must be true, false or auto"):
+        resolve_channels_last("sometimes", cpu, "fp32")
+
+
+def test_bad_channels_last_setting_fails_before_any_training(tmp_path):
+    config = make_tiny_config(tmp_path, **{"train.steps": 2, "train.channels_last": "nhwc"})
+    with pytest.raises(ValueError, match="train.channels_last"):
+        train(config, resume=False, progress=False, training_set=make_training_set(tmp_path, count=8))
+    assert not config.run_dir.exists()
+
+
+def test_memory_layout_does_not_change_the_training_maths(tmp_path):
+    """fp32: the same 4 steps in NCHW and in channels_last end with the same weights (up to rounding)."""
+    training_set = make_training_set(tmp_path, count=16)
+    weights = []
+    for layout in (False, True):
+        config = make_tiny_config(tmp_path / str(layout), **{"train.steps": 4, "train.precision": "fp32"})
+        config.train.channels_last = layout
+        weights.append(train(config, resume=False, progress=False, training_set=training_set).model.state_dict())
+    for name, value in weights[0].items():
+        assert torch.allclose(value, weights[1][name], atol=1e-5, rtol=1e-4), name
+
+
 def test_resume_refuses_a_different_model(tmp_path):
     training_set = make_training_set(tmp_path, count=8)
     config = make_tiny_config(tmp_path, **{"train.steps": 2})

@@ -5,16 +5,18 @@
 Both runs train the ``cpu`` profile's UNet on the same data with the same seeds, batch size,
 learning rate and number of optimiser steps. They differ only in the recipe:
 
-- labkit: the profile's recipe (cosine schedule, min-SNR-5 weighting, EMA weights, automatic
-  precision, and the profile's sampler: stochastic DDIM with 50 steps);
-- students' style: linear β schedule, no min-SNR weighting, raw (non-EMA) weights, fp32,
-  DDPM sampling with all 1,000 steps.
+- labkit: the profile's recipe (cosine schedule, v-prediction, min-SNR-5 weighting, EMA weights,
+  automatic precision and layout, and the profile's sampler: DPM-Solver++ with 20 steps);
+- students' style: linear β schedule, ε-prediction, no min-SNR weighting, raw (non-EMA) weights,
+  fp32, DDPM sampling with all 1,000 steps.
 
 Each run then samples ``test.json`` and ``new_test.json`` (same guidance scale, same seeds) and
 the synthetic judge (or the course checkpoint) scores them. Prints a table, writes
-``report_figures/learning_per_compute.png`` (accuracy and loss) and the figures as JSON.
-Takes about 2 x (steps x batch / images per second) plus sampling; the students' DDPM-1000
-sampling of the 156 test conditions alone is ~25 minutes on 2 cores. About 50 minutes at 900 steps.
+``report_figures/learning_per_compute.png`` (accuracy and loss), ``report_figures/learning_samples.png``
+(the first 16 test.json images of each recipe) and the figures as JSON. Runs are kept in
+``runs/learning_*`` and resumed, so a second call only samples and scores.
+Takes about 2 x (steps x batch / images per second) plus sampling: about 25 minutes at 900 steps on
+2 cores with native bf16 (the students' fp32 training and DDPM-1000 sampling are most of it).
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ def main() -> None:
     training_set = data_module.load_training_set(first.data, source=source)
     judge = load_judge(first)
     results = {"steps": args.steps, "batch_size": first.train.batch_size, "judge": judge.name, "recipes": {}}
+    samples = {}
     for name, config in configs.items():
         train(config, resume=True, progress=True, training_set=training_set)  # resumes or skips a finished run
         log = read_log(config.run_dir)
@@ -95,6 +98,8 @@ def main() -> None:
                                       split=split)
             row[split] = accuracy.accuracy
             row[f"{split}_sample_s"] = result.wall_s
+            if split == "test":
+                samples[name] = result.images[:16]
         results["recipes"][name] = row
         print(f"{name}: test {row['test']:.3f}, new_test {row['new_test']:.3f} ({judge.name}); "
               f"train {train_s:.0f} s at {row['images_per_s']:.1f} img/s")
@@ -130,10 +135,19 @@ def main() -> None:
     right.set_ylabel("training loss (each recipe's own weighting)")
     right.legend()
     figures.save_figure(fig, "learning_per_compute.png")
+
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.0))
+    for axis, name in zip(axes, names):
+        row = results["recipes"][name]
+        axis.imshow(figures.image_grid(samples[name], nrow=8, upscale=2).permute(1, 2, 0).numpy())
+        axis.set_title(f"{name}: {row['sampler']}, test.json {row['test']:.3f}", fontsize=9)
+        axis.axis("off")
+    fig.suptitle(f"the first 16 test.json conditions after {args.steps} steps (same seeds; {judge.name})", fontsize=9)
+    figures.save_figure(fig, "learning_samples.png")
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"figures written to {path} and report_figures/learning_per_compute.png")
+    print(f"figures written to {path}, report_figures/learning_per_compute.png and learning_samples.png")
 
 
 if __name__ == "__main__":

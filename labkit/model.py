@@ -22,6 +22,7 @@ Conditioning (``ModelConfig.conditioning``):
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -168,15 +169,77 @@ class Downsample(nn.Module):
         return self.conv(x)
 
 
+# Which rows (or columns) of a 3x3 kernel fall on each low-resolution offset after a nearest x2
+# upsampling: output row 2i + phase reads the upsampled rows 2i + phase - 1, 2i + phase, 2i + phase + 1,
+# i.e. the low-resolution rows (i - 1, i, i) for phase 0 and (i, i, i + 1) for phase 1.
+_PHASE_TAPS = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]],  # phase 0: offsets -1, 0
+                            [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])  # phase 1: offsets 0, +1   (phase, 2 taps, 3 rows)
+
+
+def upsample_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``conv3x3(nearest_upsample_x2(x))`` computed at the low resolution ("sub-pixel" form).
+
+    Each of the four output phases (row parity, column parity) of a 3x3 conv over a nearest-x2
+    upsampled image is a 2x2 conv of the original image whose taps are sums of the 3x3 taps.
+    Same result (up to float rounding), 4/9 of the multiply-adds, no 4x larger intermediate.
+    x: (B, C_in, H, W); weight: (C_out, C_in, 3, 3) -> (B, C_out, 2H, 2W).
+    """
+    batch, _, height, width = x.shape
+    out_channels, in_channels = weight.shape[:2]
+    with torch.autocast(x.device.type, enabled=False):  # fold the taps in full precision
+        taps = _PHASE_TAPS.to(device=weight.device, dtype=weight.dtype)
+        kernels = torch.einsum("apr,oirs,bqs->aboipq", taps, weight, taps)  # (2, 2, C_out, C_in, 2, 2)
+    kernels = kernels.reshape(4 * out_channels, in_channels, 2, 2)
+    bias = bias.repeat(4) if bias is not None else None
+    out = F.conv2d(F.pad(x, (1, 1, 1, 1)), kernels, bias)  # (B, 4 C_out, H + 1, W + 1)
+    out = out.view(batch, 2, 2, out_channels, height + 1, width + 1)
+    # phase (a, b) starts a rows and b columns into the padded grid; interleave into (2H, 2W)
+    rows = [torch.stack([out[:, a, b, :, a : a + height, b : b + width] for b in (0, 1)], dim=-1) for a in (0, 1)]
+    return torch.stack(rows, dim=-3).reshape(batch, out_channels, 2 * height, 2 * width)
+
+
 class Upsample(nn.Module):
-    """Nearest-neighbour x2, then a 3x3 conv: (B, C_in, H, W) -> (B, C_out, 2H, 2W)."""
+    """Nearest-neighbour x2, then a 3x3 conv: (B, C_in, H, W) -> (B, C_out, 2H, 2W).
+
+    From ``subpixel_min_size`` (8x8) inputs up it runs as :func:`upsample_conv` (the same maths at
+    the low resolution: measured 2.6x faster for forward + backward at 16x16 -> 32x32 under bf16
+    on a CPU); below that the plain form is faster. See :func:`plain_upsampling`.
+    """
+
+    SUBPIXEL_MIN_SIZE = 8
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.subpixel_min_size = self.SUBPIXEL_MIN_SIZE
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if min(x.shape[-2:]) >= self.subpixel_min_size:
+            return upsample_conv(x, self.conv.weight, self.conv.bias)
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def use_subpixel_upsampling(model: nn.Module, enabled: bool = True) -> None:
+    """Switch every :class:`Upsample` of ``model`` to the sub-pixel form (the default, from 8x8
+    inputs up) or to the plain upsample-then-conv form (``enabled=False``). Same maths either way."""
+    for module in model.modules():
+        if isinstance(module, Upsample):
+            module.subpixel_min_size = Upsample.SUBPIXEL_MIN_SIZE if enabled else math.inf
+
+
+@contextlib.contextmanager
+def plain_upsampling(model: nn.Module):
+    """Within the block, every :class:`Upsample` of ``model`` runs as upsample-then-conv (for FLOP
+    counts in the model's plain form, and for benchmarks of the unoptimised model)."""
+    modules = [module for module in model.modules() if isinstance(module, Upsample)]
+    saved = [module.subpixel_min_size for module in modules]
+    for module in modules:
+        module.subpixel_min_size = math.inf
+    try:
+        yield model
+    finally:
+        for module, size in zip(modules, saved):
+            module.subpixel_min_size = size
 
 
 class Level(nn.Module):
@@ -428,8 +491,9 @@ def flops_per_image(model: ConditionalUNet, image_size: int | None = None, num_c
     """Forward FLOPs for one image (multiply-adds count 2), by ``torch.utils.flop_counter``.
 
     Counts convolutions, matrix products and attention (norms and activations are not
-    counted; they are memory-bound and small in FLOPs). A training step costs about 3x this
-    per image (forward + backward); classifier-free guidance doubles a sampling step.
+    counted; they are memory-bound and small in FLOPs), of the model in its plain form
+    (:func:`plain_upsampling`: the sub-pixel upsampling does fewer). A training step costs
+    about 3x this per image (forward + backward); classifier-free guidance doubles a sampling step.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -447,7 +511,7 @@ def flops_per_image(model: ConditionalUNet, image_size: int | None = None, num_c
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=custom) as counter:
+        with torch.no_grad(), plain_upsampling(model), FlopCounterMode(display=False, custom_mapping=custom) as counter:
             model(x_t, timesteps, labels)
     finally:
         model.train(was_training)

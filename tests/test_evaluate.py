@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import textwrap
-import warnings
 from pathlib import Path
 
 import pytest

@@ -13,12 +13,14 @@ from labkit.model import (
     CompactUNet,
     DiffusersUNet,
     LabelEmbedding,
+    Upsample,
     build_model,
     count_parameters,
     flops_per_image,
     format_trace,
     shape_trace,
     timestep_embedding,
+    upsample_conv,
 )
 from labkit.schedules import NoiseSchedule
 
@@ -173,6 +175,36 @@ def test_shape_trace_reports_each_stage():
     assert "conv_out" in format_trace(shape_trace(model))
     diffusers_trace = shape_trace(tiny_model("diffusers"))
     assert diffusers_trace[-1] == ("output", (1, 3, SIZE, SIZE)) and len(diffusers_trace) > 6
+
+
+@pytest.mark.parametrize("size", [3, 8, 16])
+def test_subpixel_upsample_conv_equals_upsample_then_conv(size):
+    """conv3x3(nearest_x2(x)) computed at the low resolution: same output and same gradients (float64)."""
+    generator = torch.Generator().manual_seed(size)
+    x = torch.randn(2, 5, size, size + 2, generator=generator, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 5, 3, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(3, generator=generator, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(2, 3, 2 * size, 2 * (size + 2), generator=generator, dtype=torch.float64)
+    results = []
+    for function in (upsample_conv, lambda x, w, b: F.conv2d(F.interpolate(x, scale_factor=2.0, mode="nearest"), w, b, padding=1)):
+        output = function(x, weight, bias)
+        gradients = torch.autograd.grad(output, (x, weight, bias), upstream)
+        results.append((output, *gradients))
+    for fast, plain in zip(*results):
+        assert torch.allclose(fast, plain, atol=1e-10), (fast - plain).abs().max()
+
+
+def test_upsample_module_uses_both_paths_with_the_same_weights():
+    from labkit.model import plain_upsampling
+
+    module = Upsample(4, 6).double()
+    for size in (Upsample.SUBPIXEL_MIN_SIZE // 2, Upsample.SUBPIXEL_MIN_SIZE):
+        x = torch.randn(1, 4, size, size, dtype=torch.float64)
+        plain = module.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        assert torch.allclose(module(x), plain, atol=1e-10)
+        with plain_upsampling(module):
+            assert module.subpixel_min_size == float("inf") and torch.equal(module(x), plain)
+    assert module.subpixel_min_size == Upsample.SUBPIXEL_MIN_SIZE
 
 
 def test_channels_last_bf16_autocast_forward_backward():

@@ -138,7 +138,8 @@ def labkit_trainer_rate(config, training_set, steps: int, warmup: int = 2) -> di
     ``steps`` steps after ``warmup`` steps, the same window as the reference loop's.
 
     The log is read every ``warmup`` steps (so the window can start after the warm-up); labkit's
-    default reads it every 25-50 steps. Returns {"images_per_s", "precision", "channels_last"}.
+    default reads it every 25-50 steps. Returns {"images_per_s", "precision", "channels_last"}
+    (images_per_s is None on the other processes of a data-parallel run).
     """
     from labkit.runtime import resolve_channels_last, resolve_precision
     from labkit.train import train
@@ -152,11 +153,13 @@ def labkit_trainer_rate(config, training_set, steps: int, warmup: int = 2) -> di
         config.train.preview_every = config.train.eval_every = 0
         config.train.checkpoint_every = 10**9
         train(config, resume=False, progress=False, training_set=training_set, on_log=rows.append)
-    first = next(row for row in rows if row["step"] == warmup)
-    last = rows[-1]
     device = get_device()
     precision = resolve_precision(config.train.precision, device)
-    return {"images_per_s": (last["step"] - first["step"]) * config.train.batch_size / (last["elapsed_s"] - first["elapsed_s"]),
+    rate = None  # only the main process logs (under accelerate launch)
+    if rows:
+        first, last = next(row for row in rows if row["step"] == warmup), rows[-1]
+        rate = (last["step"] - first["step"]) * config.train.batch_size / (last["elapsed_s"] - first["elapsed_s"])
+    return {"images_per_s": rate,
             "precision": precision,
             "channels_last": resolve_channels_last(config.train.channels_last, device, precision)}
 

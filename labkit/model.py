@@ -195,7 +195,10 @@ def upsample_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     out = out.view(batch, 2, 2, out_channels, height + 1, width + 1)
     # phase (a, b) starts a rows and b columns into the padded grid; interleave into (2H, 2W)
     rows = [torch.stack([out[:, a, b, :, a : a + height, b : b + width] for b in (0, 1)], dim=-1) for a in (0, 1)]
-    return torch.stack(rows, dim=-3).reshape(batch, out_channels, 2 * height, 2 * width)
+    result = torch.stack(rows, dim=-3).reshape(batch, out_channels, 2 * height, 2 * width)
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        result = result.contiguous(memory_format=torch.channels_last)  # keep a channels_last model in its layout
+    return result
 
 
 class Upsample(nn.Module):

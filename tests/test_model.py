@@ -194,6 +194,13 @@ def test_subpixel_upsample_conv_equals_upsample_then_conv(size):
         assert torch.allclose(fast, plain, atol=1e-10), (fast - plain).abs().max()
 
 
+def test_subpixel_upsample_conv_keeps_channels_last():
+    x = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last)
+    output = upsample_conv(x, torch.randn(3, 4, 3, 3), torch.randn(3))
+    assert output.is_contiguous(memory_format=torch.channels_last)
+    assert upsample_conv(x.contiguous(), torch.randn(3, 4, 3, 3), None).is_contiguous()
+
+
 def test_upsample_module_uses_both_paths_with_the_same_weights():
     from labkit.model import plain_upsampling
 

@@ -153,17 +153,20 @@ def main() -> None:
             right.plot(results["recipes"][name]["loss"], label=name)
     right.set_xlabel(f"log row (every {first.train.log_every} steps)")
     right.set_ylabel("training loss (each recipe's own weighting)")
+    right.set_yscale("log")
     right.legend()
     figures.save_figure(fig, "learning_per_compute.png")
 
     shown = names[:2]  # labkit and the students' style
-    fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 3.0))
+    fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 1.9), squeeze=False)
+    axes = axes[0]
     for axis, name in zip(axes, shown):
         row = results["recipes"][name]
         axis.imshow(figures.image_grid(samples[name], nrow=8, upscale=2).permute(1, 2, 0).numpy())
         axis.set_title(f"{name}: {row['sampler']}, test.json {row['test']:.3f}", fontsize=9)
         axis.axis("off")
     fig.suptitle(f"the first 16 test.json conditions after {args.steps} steps (same seeds; {judge.name})", fontsize=9)
+    fig.tight_layout()
     figures.save_figure(fig, "learning_samples.png")
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)

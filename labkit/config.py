@@ -294,10 +294,11 @@ def cpu_profile() -> LabConfig:
             eval_every=0,
             checkpoint_every=300,
         ),
-        # With v-prediction the 900-step model samples as well with DPM-Solver++-20 as with DDIM-50
-        # (mean of test and new_test, synthetic judge, w = 3: 0.380 vs 0.376 at eta 0 and 0.340 at eta 1),
-        # in 40 instead of 100 network calls. The same run with ε-prediction: 0.249 (DPM-Solver++-20) and
-        # 0.312 (DDIM-50, eta 1).
+        # With v-prediction the 900-step model samples about as well with DPM-Solver++-20 as with DDIM-50,
+        # in 40 instead of 100 network calls (synthetic judge, w = 3, both files; one standard error ≈ 0.04).
+        # One run: 0.380 vs 0.376 (eta 0) and 0.340 (eta 1); another (benchmarks/run.py): 0.327 vs 0.340
+        # (eta 0) and 0.385 (eta 1), DDPM-1000 0.288. With ε-prediction: 0.249 (DPM-Solver++-20), 0.312
+        # (DDIM-50, eta 1) in the first run, 0.237 (DPM-Solver++-20) in benchmarks/learning.py --ablations.
         sample=SampleConfig(
             sampler="dpmsolver++",
             num_inference_steps=20,

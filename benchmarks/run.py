@@ -56,15 +56,26 @@ from labkit.schedules import NoiseSchedule  # noqa: E402
 
 
 # ---- 1. the machine's matmul peak ------------------------------------------------------------------
-def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 6) -> float:
-    """GFLOP/s of the best of ``repeats`` (size x size) @ (size x size) products in ``dtype``."""
-    a = torch.randn(size, size).to(dtype)
-    b = torch.randn(size, size).to(dtype)
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device | None = None, size: int = 2048, repeats: int = 6) -> float:
+    """GFLOP/s of the best of ``repeats`` (size x size) @ (size x size) products in ``dtype`` on ``device``
+    (default: labkit's device; 8192 on a GPU, where 2048 would not fill it)."""
+    device = device or get_device()
+    size = 8192 if device.type == "cuda" else size
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
     a @ b  # warm-up
+    synchronize(device)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         a @ b
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
 
@@ -81,8 +92,8 @@ def reference_step_rate(config, training_set, source, steps: int, *, cached: boo
     from labkit.train import diffusion_loss
 
     torch.manual_seed(0)
-    device = torch.device("cpu")
-    model = build_model(config.model, config.data.image_size)
+    device = get_device()
+    model = build_model(config.model, config.data.image_size).to(device)
     use_subpixel_upsampling(model, subpixel)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -119,8 +130,10 @@ def reference_step_rate(config, training_set, source, steps: int, *, cached: boo
     total = 0.0
     for step in range(steps + 2):
         if step == 2:
+            synchronize(device)
             start = time.perf_counter()
         x0, labels = next(stream)
+        x0, labels = x0.to(device), labels.to(device)
         if channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
@@ -130,6 +143,7 @@ def reference_step_rate(config, training_set, source, steps: int, *, cached: boo
         loss.backward()
         optimizer.step()
         total += loss.item()  # the students' per-step sync
+    synchronize(device)
     return steps * batch_size / (time.perf_counter() - start)
 
 
@@ -229,6 +243,9 @@ training_set = make_training_set(pathlib.Path(tempfile.mkdtemp()), count=max(64,
                                  size=config.data.image_size)
 rate = labkit_trainer_rate(config, training_set, steps={steps}, warmup=2)
 rate.update(rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, batch_size=config.train.batch_size)
+import torch
+if torch.cuda.is_available():
+    rate["gpu_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
 print(json.dumps(rate))
 """
 
@@ -329,7 +346,7 @@ def training_table(profile: str, steps: int, with_compile: bool, peaks: dict, wi
     layout = "channels_last" if trainer["channels_last"] else "NCHW"
     rows.append({"variant": f"labkit trainer ({config.train.precision} -> {trainer['precision']}, {layout}, cached, EMA)",
                  "images_per_s": trainer["images_per_s"], "precision": trainer["precision"]})
-    if with_data_parallel and (os.cpu_count() or 1) >= 2:
+    if with_data_parallel and get_device().type == "cpu" and (os.cpu_count() or 1) >= 2:
         parallel = data_parallel_rate(profile, steps)
         if parallel is not None:
             rows.append({"variant": "labkit trainer, 2 processes x 1 thread (accelerate launch)",
@@ -381,7 +398,8 @@ def main() -> None:
                         help="conditions sampled with DDPM-1000 (default 64: all of test.json and new_test.json)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile lever")
     parser.add_argument("--training-profiles", default="cpu,smoke", help="profiles whose UNet the training table measures")
-    parser.add_argument("--gpu-batch", type=int, default=16, help="batch of the gpu-profile UNet in the per-profile rows")
+    parser.add_argument("--gpu-batch", type=int, default=None,
+                        help="batch of the gpu-profile UNet in the per-profile rows (default: 16 on a CPU, the profile's on a GPU)")
     parser.add_argument("--skip-sampling", action="store_true", help="leave out the sampling table")
     parser.add_argument("--skip-profiles", action="store_true", help="leave out the per-profile table")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "run.json"))
@@ -394,11 +412,14 @@ def main() -> None:
                      "date": time.strftime("%Y-%m-%d")}
 
     results["matmul_gflops"] = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    if get_device().type == "cuda":
+        results["matmul_gflops"]["fp16"] = matmul_peak(torch.float16)
     peaks = results["matmul_gflops"]
     results["training"] = [training_table(name, args.steps, not args.no_compile, peaks, with_data_parallel=name == "cpu")
                            for name in args.training_profiles.split(",") if name]
     if not args.skip_profiles:
-        results["profiles"] = profile_rows(peaks, gpu_batch=args.gpu_batch, steps=4)
+        gpu_batch = args.gpu_batch or (16 if get_device().type == "cpu" else get_config("gpu").train.batch_size)
+        results["profiles"] = profile_rows(peaks, gpu_batch=gpu_batch, steps=4)
     if not args.skip_sampling:
         results["sampling"], trained = sampling_rows(get_config("cpu"), args.ddpm_images)
         results["sampling_model"] = "trained cpu run" if trained else "untrained cpu-profile UNet (timings only)"
@@ -431,7 +452,7 @@ def print_table(results: dict) -> None:
           f"torch {machine['torch']}, native bf16: {machine['native_bf16']}, "
           f"load {machine['load_average_before']:.2f} -> {machine['load_average_after']:.2f}")
     peaks = results["matmul_gflops"]
-    print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    print(f"matmul peak on {machine['device']}: " + ", ".join(f"{dtype} {value:.0f} GFLOP/s" for dtype, value in peaks.items()))
     for training in results["training"]:
         print(f"\ntraining, {training['model']}, {training['forward_gflops_per_image']:.3f} forward GFLOPs/image")
         print(f"{'variant':62s} {'img/s':>7s} {'x ref':>6s} {'GFLOP/s':>8s} {'% peak (dtype)':>15s}")
@@ -445,10 +466,11 @@ def print_table(results: dict) -> None:
             if "error" in row:
                 print(f"{row['profile']:8s} failed: {row['error'][-300:]}")
                 continue
+            gpu_memory = f"  GPU {row['gpu_peak_mib']:.0f} MiB" if "gpu_peak_mib" in row else ""
             print(f"{row['profile']:8s} {row['backend']:10s} {row['image_size']:4d} {row['parameters']:11,d} "
                   f"{row['forward_gflops_per_image']:10.3f} {row['batch_size']:5d} {row['images_per_s']:7.2f} "
                   f"{row['achieved_gflops']:8.1f} {100 * row['share_of_matmul_peak']:8.1f}% {row['precision']:>5s} "
-                  f"{row['rss_mib']:8.0f}")
+                  f"{row['rss_mib']:8.0f}{gpu_memory}")
     if "sampling" in results:
         print(f"\nsampling test.json + new_test.json ({results['sampling_model']})")
         print(f"{'sampler':14s} {'steps':>5s} {'cfg':>9s} {'images':>6s} {'net evals':>9s} {'s/image':>8s} {'x DDPM':>7s} "

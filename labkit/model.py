@@ -236,8 +236,7 @@ def plain_upsampling(model: nn.Module):
     counts in the model's plain form, and for benchmarks of the unoptimised model)."""
     modules = [module for module in model.modules() if isinstance(module, Upsample)]
     saved = [module.subpixel_min_size for module in modules]
-    for module in modules:
-        module.subpixel_min_size = math.inf
+    use_subpixel_upsampling(model, enabled=False)
     try:
         yield model
     finally:

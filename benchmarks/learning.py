@@ -148,8 +148,11 @@ def main() -> None:
     left.set_ylabel(f"accuracy ({judge.name})")
     left.legend()
     left.set_title(f"{args.steps} steps of batch {results['batch_size']}")
+    plotted_runs = set()
     for name in names:
-        if name in configs and configs[name].train.run_name not in {configs[n].train.run_name for n in names[: names.index(name)]}:
+        run_name = configs[name].train.run_name
+        if run_name not in plotted_runs:  # "labkit - EMA" shares labkit's run, hence its loss
+            plotted_runs.add(run_name)
             right.plot(results["recipes"][name]["loss"], label=name)
     right.set_xlabel(f"log row (every {first.train.log_every} steps)")
     right.set_ylabel("training loss (each recipe's own weighting)")

@@ -192,7 +192,6 @@ def sampling_rows(config, ddpm_images: int) -> tuple[list[dict], bool]:
     """Wall time, network evaluations and (when a trained run and judge exist) accuracy per sampler,
     on the conditions of test.json followed by new_test.json (DDPM on the first ``ddpm_images``)."""
     from labkit import lab
-    from labkit.evaluate import course_accuracy
     from labkit.sample import sample_conditions
 
     source = data_module.resolve_source(config.data, render=False)
@@ -223,9 +222,8 @@ def sampling_rows(config, ddpm_images: int) -> tuple[list[dict], bool]:
                "network_evaluations_per_image": result.network_evaluations,
                "seconds_per_image": result.wall_s / count, "accuracy": None}
         if trained and judge is not None:
-            probabilities = judge.probabilities(lab.upsample_for_output(result.images))
-            hits, total = course_accuracy(probabilities, labels[:count])
-            row.update(accuracy=hits / total, hits=hits, objects=total, judge=judge.name)
+            accuracy = judge.accuracy(lab.upsample_for_output(result.images), labels[:count])  # over both files
+            row.update(accuracy=accuracy.accuracy, hits=accuracy.hits, objects=accuracy.total, judge=judge.name)
         rows.append(row)
     return rows, trained
 

@@ -115,6 +115,7 @@ class TrainConfig:
     preview_every: int = 5000  # 0 disables preview grids
     eval_every: int = 10_000  # test accuracy with the judge; 0 disables
     checkpoint_every: int = 2000
+    snapshot_every: int = 0  # keep the EMA weights (fp16) every N steps in checkpoints/ema_XXXXXX.pt; 0 = never
     seed: int = 0
     run_name: str = ""  # default: the profile name
     runs_dir: str = "runs"

@@ -64,6 +64,7 @@ OFFICIAL_IMAGES_JUDGE = "labkit judge (trained on the official images)"
 # Synthetic judge optimisation (besides cfg.judge): one-cycle warm-up fraction and AdamW weight decay.
 JUDGE_WARMUP_FRACTION = 0.25
 JUDGE_WEIGHT_DECAY = 1e-4
+JUDGE_CURVE_POINTS = 10  # held-out accuracy measured this many times during judge training
 
 
 class EvaluatorFileError(RuntimeError):
@@ -563,6 +564,14 @@ def _augment(batch_uint8: torch.Tensor, generator: torch.Generator, hflip: bool)
     return batch
 
 
+def _holdout_accuracy(network: nn.Module, images: torch.Tensor, labels: torch.Tensor, device) -> float:
+    """Held-out accuracy (course formula) of the judge network in the middle of its training."""
+    network.eval()
+    hits, total = course_accuracy(Judge("judge in training", network, device).probabilities(images), labels)
+    network.requires_grad_(True)
+    return hits / total
+
+
 def train_synthetic_judge(cfg: LabConfig, device=None, progress: bool = True) -> tuple[Judge, dict]:
     """Train the synthetic judge (ResNet18 of the course's architecture) and save it.
 
@@ -612,6 +621,8 @@ def train_synthetic_judge(cfg: LabConfig, device=None, progress: bool = True) ->
     network.train()
     train_start = time.perf_counter()
     running_loss = torch.zeros((), device=device)
+    curve = []  # (step, held-out accuracy) every JUDGE_CURVE_POINTS-th of the run
+    curve_every = max(1, steps // JUDGE_CURVE_POINTS)
     bar = tqdm(range(steps), desc=f"synthetic judge ({device.type}, {precision})", disable=not show_progress(progress))
     for step in bar:
         if position + batch_size > len(order):
@@ -633,6 +644,9 @@ def train_synthetic_judge(cfg: LabConfig, device=None, progress: bool = True) ->
         if show_progress(progress) and (step + 1) % 25 == 0:
             bar.set_postfix(loss=f"{running_loss.item() / 25:.4f}")
             running_loss.zero_()
+        if (step + 1) % curve_every == 0 and step + 1 < steps:
+            curve.append((step + 1, _holdout_accuracy(network, holdout_images, holdout_labels, device)))
+            network.train()
     train_s = time.perf_counter() - train_start
     bar.close()
 
@@ -652,6 +666,7 @@ def train_synthetic_judge(cfg: LabConfig, device=None, progress: bool = True) ->
         "batch_size": batch_size,
         "lr": cfg.judge.lr,
         "schedule": f"AdamW (weight decay {JUDGE_WEIGHT_DECAY:g}) + one-cycle ({JUDGE_WARMUP_FRACTION:.0%} warm-up, cosine)",
+        "holdout_curve": curve + [(steps, holdout.accuracy)],
         "images_seen": steps * batch_size,
         "epochs": round(steps * batch_size / len(train_images), 2),
         "train_wall_s": round(train_s, 1),

@@ -501,6 +501,8 @@ def train(
                     save_checkpoint(checkpoint_dir(run_dir) / "best.pt", step, gather=False)
             if step % train_config.checkpoint_every == 0 or step == end_step:
                 save_checkpoint(last_path, step)
+            if is_main and train_config.snapshot_every and step % train_config.snapshot_every == 0:
+                save_snapshot(ema.model, config, step)
     except KeyboardInterrupt:
         if is_main:
             print(f"interrupted at step {step}; saving {last_path} so the run can resume")
@@ -518,6 +520,20 @@ def train(
     result.model = accelerator.unwrap_model(model)
     result.ema_model = ema.model if ema is not None else None
     return result
+
+
+def snapshot_path(run_dir: str | os.PathLike, step: int) -> Path:
+    """Where the EMA snapshot of ``step`` is kept: ``checkpoints/ema_XXXXXX.pt``."""
+    return checkpoint_dir(run_dir) / f"ema_{step:06d}.pt"
+
+
+def save_snapshot(ema_model: nn.Module, config: LabConfig, step: int) -> Path:
+    """Keep the EMA weights of ``step`` (fp16, with the config) for learning curves and
+    denoising rows at several points of one run; :func:`load_model` reads them with ``which="ema_XXXXXX"``."""
+    state = {key: value.detach().to("cpu", torch.float16) for key, value in ema_model.state_dict().items()}
+    path = snapshot_path(config.run_dir, step)
+    atomic_save({"config": config.to_dict(), "step": step, "model": state, "ema": None}, path)
+    return path
 
 
 def _check_resumable(checkpoint: dict, config: LabConfig, path: Path) -> None:

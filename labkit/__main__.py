@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluator guidance strength (0 = off, the default); results are marked judge-guided",
     )
     sample.add_argument("--run-name", default=None, help="run folder name under runs/ (default: the profile)")
+    sample.add_argument(
+        "--reference",
+        action="store_true",
+        help="sample with the shipped reference model (reference/model.pt) and print both accuracies",
+    )
 
     evaluate = commands.add_parser("evaluate", help="score outputs/images/ with the judge; optional guidance sweep")
     _common(evaluate)
@@ -130,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         result = lab.run_train(config, progress=progress, resume=not args.fresh)
         if result.last_checkpoint is not None and result.losses:
             print(f"trained {config.run_dir} to step {result.step}; last loss {result.losses[-1][1]:.4f}")
+    elif args.command == "sample" and args.reference:
+        results = lab.run_reference(progress=progress)
+        print(results["accuracy"]["summary"])
     elif args.command == "sample":
         results = lab.run_sample(config, progress=progress)
         for split in lab.SPLITS:

@@ -147,6 +147,7 @@ class JudgeConfig:
     num_holdout_scenes: int = 300  # extra rendered scenes, never trained on
     min_accuracy: float = 0.98  # below this the lab warns loudly that the judge is weak
     filename: str = "judge.pth"  # in synthetic_dir
+    use_shipped: bool = True  # use the judge shipped in reference/ when it fits the synthetic data (no training)
 
 
 @dataclass
@@ -264,7 +265,7 @@ def smoke_profile() -> LabConfig:
             sweep_scales=(1.0, 4.0),
             denoise_frames=6,
         ),
-        judge=JudgeConfig(steps=30, batch_size=32, num_holdout_scenes=16, filename="judge.pth"),
+        judge=JudgeConfig(steps=30, batch_size=32, num_holdout_scenes=16, filename="judge.pth", use_shipped=False),
     )
 
 

@@ -687,10 +687,40 @@ def train_synthetic_judge(cfg: LabConfig, device=None, progress: bool = True) ->
     return judge, report
 
 
+def load_shipped_judge(cfg: LabConfig, device=None) -> Judge | None:
+    """The synthetic judge shipped in ``reference/`` (SHA-256 checked), or None when it does not fit.
+
+    It fits when ``cfg.judge.use_shipped`` is on and it was trained on synthetic renders of the
+    current renderer version and of ``cfg.data.synthetic_seed`` (whatever the number of scenes).
+    """
+    from labkit import reference, synth
+
+    if not cfg.judge.use_shipped or reference.JUDGE_FILE not in reference.read_manifest():
+        return None
+    report = json.loads(reference.verified_path(reference.JUDGE_REPORT_FILE).read_text())
+    settings = report.get("settings", {})
+    if report.get("renderer_version") != synth.RENDERER_VERSION or settings.get("synthetic_seed") != cfg.data.synthetic_seed:
+        return None
+    weights_path = reference.verified_path(reference.JUDGE_FILE)
+    network = load_network_state(build_evaluator_network(), read_checkpoint(weights_path), weights_path).float()
+    holdout = report["holdout"]
+    name = report.get("judge", SYNTHETIC_JUDGE)
+    return Judge(
+        name, network, get_device(str(device) if device is not None else None), source=str(weights_path),
+        holdout=AccuracyResult(holdout["accuracy"], holdout["hits"], holdout["total"], name, "held-out"),
+    )
+
+
 def load_synthetic_judge(cfg: LabConfig, device=None, progress: bool = True) -> Judge:
-    """The cached synthetic judge of ``cfg`` (``<synthetic_dir>/judge.pth``); trains it when absent or stale."""
+    """The synthetic judge of ``cfg``: the shipped one when it fits (see :func:`load_shipped_judge`), else
+    the cached ``<synthetic_dir>/judge.pth``; trains it when absent or stale."""
     weights_path, report_path = judge_paths(cfg)
     device = get_device(str(device) if device is not None else None)
+    if data_module.resolve_source(cfg.data, render=False).kind == "synthetic":
+        shipped = load_shipped_judge(cfg, device)
+        if shipped is not None:
+            _warn_if_weak(shipped, cfg.judge.min_accuracy)
+            return shipped
     if weights_path.is_file() and report_path.is_file():
         try:
             report = json.loads(report_path.read_text())

@@ -209,6 +209,40 @@ def run_sweep(config: LabConfig, model=None, schedule=None, judge=None, progress
     return sweep
 
 
+# ---- the shipped reference model ---------------------------------------------------------------
+def reference_setup(device=None):
+    """The shipped reference model, ready for :func:`run_sample` / :func:`run_evaluate`: ``(model, schedule, config)``.
+
+    The config is the reference run's own (its sampler and guidance scale), reading the synthetic
+    i-CLEVR condition files of its seed (written when absent; no images are needed) and judged by
+    the synthetic judge, since the model was trained on synthetic renders.
+    """
+    from labkit import reference, synth
+
+    model, schedule, config = reference.load_reference(device=device)
+    config.data.source = "synthetic"
+    root = resolve_path(config.data.synthetic_dir)
+    if not (root / "test.json").is_file() or not (root / "new_test.json").is_file():
+        synth.write_condition_files(root, config.data.synthetic_seed)
+    return model, schedule, config
+
+
+def run_reference(progress: bool = True) -> dict:
+    """Sample both files with the reference model into the course's layout and score them.
+
+    Returns {"samples": ..., "accuracy": ...} as :func:`run_sample` and :func:`run_evaluate`.
+    """
+    from labkit.evaluate import load_synthetic_judge
+
+    model, schedule, config = reference_setup()
+    judge = load_synthetic_judge(config, device=next(model.parameters()).device, progress=progress)
+    print(f"{model.label}: {config.sample.sampler} {config.sample.num_inference_steps} steps, "
+          f"guidance scale w = {config.sample.guidance_scale}; judge: {judge}")
+    samples = run_sample(config, model, schedule, progress=progress, judge=judge)
+    accuracy = run_evaluate(config, judge=judge, progress=progress)
+    return {"samples": samples, "accuracy": accuracy, "config": config, "model": model}
+
+
 # ---- everything -----------------------------------------------------------------------------------
 def run_lab(config: LabConfig, progress: bool = True, sweep: bool = True, resume: bool = True) -> dict:
     """The whole lab headlessly: data → train → sample → evaluate (→ guidance sweep)."""

@@ -599,6 +599,19 @@ def _read_manifest(root: Path, seed: int) -> int:
     return done
 
 
+def write_condition_files(root: Union[str, os.PathLike], seed: int = 0) -> Path:
+    """Write ``objects.json``, ``test.json`` (6 single, 12 double, 14 triple lists: 72 objects) and
+    ``new_test.json`` (12 double, 20 triple: 84 objects) of the synthetic set of ``seed`` into ``root``.
+
+    They depend on ``seed`` alone, so sampling and scoring the test files need no rendered images.
+    """
+    root = Path(root)
+    _write_json(LabelSpace.default().index, root / "objects.json")
+    _write_json(_condition_lists("test", seed, {1: 6, 2: 12, 3: 14}), root / "test.json")
+    _write_json(_condition_lists("new_test", seed, {2: 12, 3: 20}), root / "new_test.json")
+    return root
+
+
 def render_dataset(root: Union[str, os.PathLike], num_scenes: int, seed: int = 0, progress: bool = True,
                    batch_scenes: int = 16) -> Path:
     """Write (or extend) synthetic i-CLEVR at ``root`` in the official layout; returns ``root``.
@@ -619,9 +632,7 @@ def render_dataset(root: Union[str, os.PathLike], num_scenes: int, seed: int = 0
     if done >= num_scenes:
         return root
     (root / "iclevr").mkdir(parents=True, exist_ok=True)
-    _write_json(LabelSpace.default().index, root / "objects.json")
-    _write_json(_condition_lists("test", seed, {1: 6, 2: 12, 3: 14}), root / "test.json")
-    _write_json(_condition_lists("new_test", seed, {2: 12, 3: 20}), root / "new_test.json")
+    write_condition_files(root, seed)
     scenes = [sample_scene(scene_generator("train", seed, i)) for i in range(num_scenes)]
     names = [[f"CLEVR_train_{i:06d}_{k}.png" for k in range(3)] for i in range(num_scenes)]
     bar = tqdm(total=num_scenes - done, desc=f"render synthetic i-CLEVR ({num_scenes} scenes)", unit="scene",

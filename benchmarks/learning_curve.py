@@ -1,0 +1,196 @@
+"""The learning curve: accuracy on both label files against optimiser steps and wall time.
+
+    .venv/bin/python benchmarks/learning_curve.py RUN_DIR [RUN_DIR ...] [--steps 1000 2000 4000 ...]
+        [--scales 1.5 2 3 4] [--figure report_figures/learning_curve.png]
+
+Each RUN_DIR is a training run made with ``train.snapshot_every`` set, so that it keeps the EMA
+weights of every N-th step (``checkpoints/ema_XXXXXX.pt``). For each run and each asked step
+that has a snapshot (default: doubling counts 1k, 2k, 4k, … and the last snapshot), the script
+samples ``test.json`` and ``new_test.json`` with the run's own sampler (per-image seeds, the same
+for every point), scores them with the judge (the course checkpoint when present, else the
+synthetic judge; its name and held-out accuracy are printed), and takes the best guidance scale
+of ``--scales`` (the mean over both files, the course formula per file). A run trained with
+``train.ema_decay = 0`` keeps its raw weights (the students'-style recipe has no EMA).
+
+Results are cached in ``RUN_DIR/learning_curve.json`` (a second call scores only new points).
+Prints a Markdown table with one standard error per accuracy (binomial over the 72 and 84
+objects), the steps each run needs to reach 0.5, 0.7 and 0.9 on both files, and writes the figure
+(accuracy against steps and against training hours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from labkit import data as data_module  # noqa: E402
+from labkit import lab  # noqa: E402
+from labkit.config import LabConfig  # noqa: E402
+from labkit.evaluate import load_judge  # noqa: E402
+from labkit.model import build_model  # noqa: E402
+from labkit.sample import sample_conditions  # noqa: E402
+from labkit.schedules import NoiseSchedule  # noqa: E402
+from labkit.train import read_log  # noqa: E402
+
+THRESHOLDS = (0.5, 0.7, 0.9)
+
+
+def snapshots(run_dir: Path) -> dict[int, Path]:
+    """{step: path} of the run's EMA snapshots."""
+    return {int(path.stem.split("_")[1]): path for path in sorted((run_dir / "checkpoints").glob("ema_*.pt"))}
+
+
+def doubling_steps(available: list[int], start: int = 1000) -> list[int]:
+    """1k, 2k, 4k, … among the available snapshot steps, plus the last one."""
+    chosen, step = [], start
+    while step <= max(available, default=0):
+        if step in available:
+            chosen.append(step)
+        step *= 2
+    if available and available[-1] not in chosen:
+        chosen.append(available[-1])
+    return chosen
+
+
+def load_snapshot(path: Path, device):
+    """(model, schedule, config) from an EMA snapshot."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    config = LabConfig.from_dict(checkpoint["config"])
+    model = build_model(config.model, config.data.image_size)
+    model.load_state_dict({key: value.float() for key, value in checkpoint["model"].items()})
+    model.to(device).eval().requires_grad_(False)
+    return model, NoiseSchedule.from_config(config.diffusion).to(device), config
+
+
+def wall_hours_at(log: list[dict], step: int) -> float:
+    """Training hours up to ``step`` from log.csv (``elapsed_s`` restarts at 0 on each resume)."""
+    total, previous = 0.0, 0.0
+    for entry in log:
+        if entry["elapsed_s"] < previous:
+            total += previous
+        previous = entry["elapsed_s"]
+        if entry["step"] >= step:
+            break
+    return (total + previous) / 3600
+
+
+def score_point(path: Path, scales: list[float], judge, device) -> dict:
+    """Accuracy on both files at each guidance scale; the best scale by the mean of both files."""
+    model, schedule, config = load_snapshot(path, device)
+    source = data_module.resolve_source(config.data, render=False)
+    point = {"sampler": f"{config.sample.sampler}-{config.sample.num_inference_steps}", "by_scale": {}}
+    for scale in scales:
+        row = {}
+        for split in lab.SPLITS:
+            conditions = source.conditions(split)
+            result = sample_conditions(model, schedule, conditions, config, source.label_space,
+                                       guidance_scale=scale, progress=False)
+            accuracy = judge.accuracy(lab.upsample_for_output(result.images), source.label_space.encode(conditions))
+            row[split] = {"accuracy": accuracy.accuracy, "hits": accuracy.hits, "total": accuracy.total}
+        point["by_scale"][str(scale)] = row
+    best = max(point["by_scale"], key=lambda s: sum(point["by_scale"][s][x]["accuracy"] for x in lab.SPLITS))
+    point["best_scale"] = float(best)
+    point.update({split: point["by_scale"][best][split] for split in lab.SPLITS})
+    return point
+
+
+def standard_error(accuracy: float, total: int) -> float:
+    return math.sqrt(max(accuracy * (1 - accuracy), 1e-12) / total)
+
+
+def steps_to_reach(points: dict[int, dict], threshold: float) -> int | None:
+    """The first measured step at which both files reach ``threshold`` (None when none does)."""
+    for step in sorted(points):
+        if all(points[step][split]["accuracy"] >= threshold for split in lab.SPLITS):
+            return step
+    return None
+
+
+def curve_figure(curves: dict[str, dict], judge_text: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for (name, curve), color in zip(curves.items(), ("tab:blue", "tab:orange", "tab:green", "tab:red")):
+        steps = sorted(curve["points"])
+        for split, style in zip(lab.SPLITS, ("-o", "--s")):
+            values = [curve["points"][s][split]["accuracy"] for s in steps]
+            errors = [standard_error(v, curve["points"][s][split]["total"]) for v, s in zip(values, steps)]
+            hours = [curve["points"][s]["wall_hours"] for s in steps]
+            axes[0].errorbar(steps, values, yerr=errors, fmt=style, color=color, label=f"{name}: {split}", capsize=2)
+            axes[1].plot(hours, values, style, color=color, label=f"{name}: {split}")
+    axes[0].set_xscale("log", base=2)
+    axes[0].set_xlabel("optimiser steps (log scale)")
+    axes[1].set_xlabel("training wall time (hours, 2-core CPU)")
+    for axis in axes:
+        axis.set_ylim(0, 1)
+        axis.axhline(0.9, color="gray", lw=0.8, ls=":")
+        axis.set_ylabel("accuracy (course formula)")
+        axis.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"learning curve, best guidance scale per point; {judge_text}", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f"figure: {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders (with checkpoints/ema_*.pt)")
+    parser.add_argument("--names", nargs="*", default=None, help="a display name per run (default: folder names)")
+    parser.add_argument("--steps", nargs="*", type=int, default=None, help="steps to score (default: 1k, 2k, 4k, … and the last)")
+    parser.add_argument("--scales", nargs="+", type=float, default=[1.5, 2.0, 3.0, 4.0], help="guidance scales tried per point")
+    parser.add_argument("--figure", type=Path, default=ROOT / "report_figures" / "learning_curve.png")
+    args = parser.parse_args()
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    device = torch.device("cpu") if not torch.cuda.is_available() else torch.device("cuda")
+    names = args.names or [run.name for run in args.runs]
+    first_config = LabConfig.load(args.runs[0] / "config.json")
+    judge = load_judge(first_config, device=device, progress=True)
+    judge_text = f"{judge.name}" + (f" (held-out {judge.holdout.accuracy:.3f})" if judge.holdout else "")
+    print(f"judge: {judge}")
+    curves = {}
+    for name, run in zip(names, args.runs):
+        cache_path = run / "learning_curve.json"
+        cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+        found = snapshots(run)
+        steps = [s for s in (args.steps or doubling_steps(sorted(found))) if s in found]
+        log = read_log(run)
+        points = {}
+        for step in steps:
+            key = f"{step}|{','.join(map(str, args.scales))}|{judge.name}"
+            if key not in cache:
+                cache[key] = score_point(found[step], args.scales, judge, device)
+                cache_path.write_text(json.dumps(cache, indent=2) + "\n")
+            points[step] = dict(cache[key], wall_hours=wall_hours_at(log, step))
+            p = points[step]
+            print(f"{name} step {step}: test {p['test']['accuracy']:.3f}, new_test {p['new_test']['accuracy']:.3f} "
+                  f"(w = {p['best_scale']}, {p['sampler']}, {p['wall_hours']:.2f} h)", flush=True)
+        curves[name] = {"points": points, "reach": {str(t): steps_to_reach(points, t) for t in THRESHOLDS}}
+
+    print(f"\n| run | steps | hours | w | test.json | new_test.json |\n|---|---:|---:|---:|---:|---:|")
+    for name, curve in curves.items():
+        for step, p in sorted(curve["points"].items()):
+            cells = [f"{p[s]['accuracy']:.3f} ± {standard_error(p[s]['accuracy'], p[s]['total']):.3f}" for s in lab.SPLITS]
+            print(f"| {name} | {step:,} | {p['wall_hours']:.2f} | {p['best_scale']:g} | {cells[0]} | {cells[1]} |")
+    print(f"\naccuracy by the {judge_text}; ± one standard error over the objects of each file")
+    for name, curve in curves.items():
+        print(f"{name}: steps to reach 0.5 / 0.7 / 0.9 on both files: "
+              + " / ".join(str(curve["reach"][str(t)]) for t in THRESHOLDS))
+    curve_figure(curves, judge_text, args.figure)
+
+
+if __name__ == "__main__":
+    main()

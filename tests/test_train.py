@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from factories import make_tiny_config, make_training_set
+from factories import free_port, make_tiny_config, make_training_set
 from labkit.model import build_model
 from labkit.schedules import NoiseSchedule
 from labkit.train import EMA, diffusion_loss, drop_labels, lr_factor, read_log, train
@@ -185,7 +185,7 @@ def test_two_process_data_parallel_run_ends_with_identical_weights(tmp_path):
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", "29517", str(worker), str(config_path), str(tmp_path),
+        "--main_process_port", str(free_port()), str(worker), str(config_path), str(tmp_path),
     ]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from labkit.config import PROFILES, active_profile, get_config, set_override
+from labkit.config import PROFILES, ConfigError, active_profile, get_config, set_override
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +34,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="SECTION.NAME=VALUE",
         help="override one config value, e.g. --set train.steps=500 --set sample.sampler=ddim "
-        "(repeatable; values are parsed as JSON when possible)",
+        "--set data.hflip=no --set sample.sweep_scales=[1,3,5] (repeatable; each value is checked "
+        "against the setting's type and allowed values before anything runs)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -87,21 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.quiet:
-        import os
+def build_config(args: argparse.Namespace):
+    """The profile's config with every ``--set`` and command flag applied, validated.
 
-        os.environ["TQDM_DISABLE"] = "1"
+    Raises :class:`~labkit.config.ConfigError` naming the setting, the value and what is allowed.
+    """
     config = get_config(args.profile or active_profile())
     for item in args.overrides:
         if "=" not in item:
-            raise SystemExit(f"--set {item!r}: expected SECTION.NAME=VALUE, e.g. train.steps=500")
+            raise ConfigError(f"--set {item!r}: expected SECTION.NAME=VALUE, e.g. train.steps=500")
         key, value = item.split("=", 1)
         try:
             set_override(config, key.strip(), value.strip())
-        except ValueError as error:
-            raise SystemExit(f"--set {item!r}: {error}") from None
+        except ConfigError as error:
+            raise ConfigError(f"--set {item}: {error}") from None
     if getattr(args, "steps", None) is not None:
         if args.command == "train":
             config.train.steps = args.steps
@@ -113,8 +113,30 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, name, None)
         if value is not None:
             setattr(config.sample, name, value)
-    progress = not args.quiet
+    return config.validate()
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quiet:
+        import os
+
+        os.environ["TQDM_DISABLE"] = "1"
+    try:
+        config = build_config(args)
+    except ConfigError as error:
+        print(f"python -m labkit {args.command}: {error}", file=sys.stderr)
+        return 2
+    try:
+        run_command(args, config, progress=not args.quiet)
+    except ConfigError as error:
+        print(f"python -m labkit {args.command}: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_command(args: argparse.Namespace, config, progress: bool) -> None:
+    """Run ``args.command`` with ``config``."""
     from labkit import lab
 
     if args.command == "lab":
@@ -141,7 +163,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.sweep:
             sweep = lab.run_sweep(config, progress=progress)
             print(f"guidance sweep ({sweep['judge']}): best w = {sweep['best_scale']}")
-    return 0
 
 
 if __name__ == "__main__":

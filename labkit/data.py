@@ -210,9 +210,7 @@ def resolve_source(data_config, render: bool = True, progress: bool = True) -> D
     """
     from labkit.config import resolve_path
 
-    source = data_config.source
-    if source not in ("auto", "official", "synthetic"):
-        raise ValueError(f"data.source must be auto, official or synthetic, not {source!r}")
+    source = data_config.source  # "auto", "official" or "synthetic" (checked by the config)
     official_root = resolve_path(data_config.root)
     if source in ("auto", "official") and official_present(official_root):
         return DataSource(official_root, "official")

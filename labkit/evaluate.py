@@ -472,23 +472,6 @@ def judge_paths(cfg: LabConfig) -> tuple[Path, Path]:
     return weights, weights.with_suffix(".json")
 
 
-def _check_judge_config(cfg: LabConfig) -> None:
-    judge = cfg.judge
-    problems = []
-    for name in ("steps", "batch_size", "num_holdout_scenes"):
-        value = getattr(judge, name)
-        if not isinstance(value, int) or value < 1:
-            problems.append(f"judge.{name} = {value!r} must be a positive integer")
-    if not (isinstance(judge.lr, (int, float)) and judge.lr > 0):
-        problems.append(f"judge.lr = {judge.lr!r} must be a positive number, e.g. 2e-3")
-    if not (isinstance(judge.min_accuracy, (int, float)) and 0 <= judge.min_accuracy <= 1):
-        problems.append(f"judge.min_accuracy = {judge.min_accuracy!r} must lie in [0, 1]")
-    if not judge.filename or Path(judge.filename).name != judge.filename:
-        problems.append(f"judge.filename = {judge.filename!r} must be a plain file name like 'judge.pth'")
-    if problems:
-        raise ValueError("bad synthetic judge settings: " + "; ".join(problems) + " (fix them in the config)")
-
-
 def _training_settings(cfg: LabConfig, source) -> dict:
     """What the cached judge must match to be reused."""
     return {
@@ -586,7 +569,7 @@ def train_synthetic_judge(cfg: LabConfig, device=None, progress: bool = True) ->
     """
     from tqdm.auto import tqdm
 
-    _check_judge_config(cfg)
+    cfg.validate()  # bad settings fail here, before any rendering or training
     device = get_device(str(device) if device is not None else None)
     wall_start = time.perf_counter()
     source = data_module.resolve_source(cfg.data, progress=progress)

@@ -312,6 +312,7 @@ def train(
     from labkit.model import build_model
     from labkit.schedules import NoiseSchedule
 
+    config.validate()  # bad settings fail here, before any work
     train_config = config.train
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     device = accelerator.device

@@ -4,8 +4,9 @@
     python -m labkit data       render (if needed) and cache the training set
     python -m labkit judge      train (if needed) and report the synthetic judge
     python -m labkit train      train or resume the profile's run (also under accelerate launch)
-    python -m labkit sample     write outputs/images/{test,new_test}/, the grids and the denoising row
-    python -m labkit evaluate   score outputs/images/ with the judge (and sweep the guidance scale)
+    python -m labkit sample     write outputs/<run name>/images/{test,new_test}/, the grids and the denoising row
+    python -m labkit evaluate   score outputs/<run name>/images/ with the judge (and sweep the guidance scale)
+    python -m labkit handin     copy one run's outputs into the course's flat layout (handin/)
 
 Every command takes ``--profile`` (smoke, cpu, gpu; default: LABKIT_PROFILE, else gpu with
 CUDA, else cpu) and ``--set section.name=value`` to override any config value.
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--fresh", action="store_true", help="start from scratch (the old run is moved aside)")
     train.add_argument("--run-name", default=None, help="run folder name under runs/ (default: the profile)")
 
-    sample = commands.add_parser("sample", help="sample test.json and new_test.json into outputs/")
+    sample = commands.add_parser("sample", help="sample test.json and new_test.json into outputs/<run name>/")
     _common(sample)
     sample.add_argument("--sampler", choices=("ddpm", "ddim", "dpmsolver++"), default=None, help="sampler")
     sample.add_argument("--steps", type=int, default=None, help="number of inference steps")
@@ -81,10 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--run-name", default=None, help="run folder name under runs/ (default: the profile)")
 
-    evaluate = commands.add_parser("evaluate", help="score outputs/images/ with the judge; optional guidance sweep")
+    evaluate = commands.add_parser("evaluate", help="score outputs/<run name>/images/ with the judge; optional guidance sweep")
     _common(evaluate)
     evaluate.add_argument("--sweep", action="store_true", help="also sweep the guidance scale (samples again)")
     evaluate.add_argument("--run-name", default=None, help="run folder name under runs/ (default: the profile)")
+
+    handin = commands.add_parser(
+        "handin", help="copy a run's images, grids, accuracy and figures from outputs/<run name>/ to handin/"
+    )
+    _common(handin)
+    handin.add_argument("--run-name", default=None, help="the run to hand in (default: the profile)")
+    handin.add_argument("--to", default="handin", help="destination folder (default: handin/ in the project)")
     return parser
 
 
@@ -129,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         run_command(args, config, progress=not args.quiet)
-    except ConfigError as error:
+    except (ConfigError, FileNotFoundError, FileExistsError) as error:
         print(f"python -m labkit {args.command}: {error}", file=sys.stderr)
         return 2
     return 0
@@ -163,6 +171,10 @@ def run_command(args: argparse.Namespace, config, progress: bool) -> None:
         if args.sweep:
             sweep = lab.run_sweep(config, progress=progress)
             print(f"guidance sweep ({sweep['judge']}): best w = {sweep['best_scale']}")
+    elif args.command == "handin":
+        folder = lab.hand_in(config, args.to)
+        print(f"handed in run {config.run_name}: {config.outputs_dir} copied to {folder}")
+        print(f"  {folder / 'images' / 'test'}/0.png … and {folder / 'images' / 'new_test'}/0.png …")
 
 
 if __name__ == "__main__":

@@ -412,6 +412,16 @@ class LabConfig:
     def run_dir(self) -> Path:
         return resolve_path(self.train.runs_dir) / self.run_name
 
+    @property
+    def outputs_dir(self) -> Path:
+        """``outputs/<run name>/``: the run's required files (images, grids, accuracy), never shared with another run."""
+        return resolve_path("outputs") / self.run_name
+
+    @property
+    def report_dir(self) -> Path:
+        """``outputs/<run name>/report_figures/``: the figures made from this run."""
+        return self.outputs_dir / "report_figures"
+
     # ---- checks ------------------------------------------------------------------------
     def problems(self) -> list[str]:
         """Every value out of range and every pair of settings that do not fit together."""

@@ -16,12 +16,12 @@ Which network judges (every printed accuracy names it):
   input (64x64 upsampled from 32x32, in [-1, 1]) is trained on the synthetic i-CLEVR renders,
   tested on extra renders it never saw, and saved in the course's checkpoint format.
 
-Required outputs (the course's layout)::
+Required outputs (the course's layout, one set per run in ``outputs/<run name>/``)::
 
-    outputs/images/test/0.png ... 31.png        in the order of test.json
-    outputs/images/new_test/0.png ... 31.png    in the order of new_test.json
-    outputs/test_grid.png, outputs/new_test_grid.png   8 per row x 4 rows (also in report_figures/)
-    outputs/accuracy.txt, outputs/accuracy.json        the accuracy summary, naming the judge
+    images/test/0.png ... 31.png        in the order of test.json
+    images/new_test/0.png ... 31.png    in the order of new_test.json
+    test_grid.png, new_test_grid.png    8 per row x 4 rows (also in report_figures/)
+    accuracy.txt, accuracy.json         the accuracy summary, naming the judge
 """
 
 from __future__ import annotations
@@ -737,14 +737,20 @@ def degraded_accuracies(
 
 
 # ---- the required output files ----------------------------------------------------------------------
-def save_required_outputs(images: torch.Tensor, split: str, out_dir: str | os.PathLike = "outputs") -> list[Path]:
+def save_required_outputs(
+    images: torch.Tensor,
+    split: str,
+    out_dir: str | os.PathLike = "outputs",
+    report_dir: str | os.PathLike | None = None,
+) -> list[Path]:
     """Write the course's files for one label file; returns the image paths in order, then the two grids.
 
     images: (B, 3, S, S) float in [-1, 1] or uint8, in the order of ``<split>.json`` (32 for the
     course's files). Writes ``<out_dir>/images/<split>/0.png ... (B-1).png`` (RGB PNG at size S;
     stale higher-numbered PNGs from an earlier run are removed), the grid
     ``<out_dir>/<split>_grid.png`` (make_grid, 8 per row: 4 rows for 32 images) and the same grid in
-    ``report_figures/<split>_grid.png``. ``out_dir`` is relative to the project root unless absolute.
+    ``<report_dir>/<split>_grid.png`` (default ``<out_dir>/report_figures``). ``out_dir`` is
+    relative to the project root unless absolute; the lab passes the run's ``config.outputs_dir``.
     """
     from labkit import figures
 
@@ -761,7 +767,8 @@ def save_required_outputs(images: torch.Tensor, split: str, out_dir: str | os.Pa
         if stale.stem.isdigit() and int(stale.stem) >= len(pixels):
             stale.unlink()
     grid = figures.save_grid(pixels, out_dir / f"{split}_grid.png", nrow=8)
-    report_grid = figures.save_grid(pixels, figures.report_path(f"{split}_grid.png"), nrow=8)
+    report_folder = report_dir if report_dir is not None else out_dir / "report_figures"
+    report_grid = figures.save_grid(pixels, figures.report_path(f"{split}_grid.png", report_folder), nrow=8)
     return paths + [grid, report_grid]
 
 

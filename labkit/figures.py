@@ -14,11 +14,13 @@ import torch
 REPORT_DIR = "report_figures"
 
 
-def report_path(name: str) -> Path:
-    """``report_figures/<name>`` under the project root (the folder is created)."""
+def report_path(name: str, folder: str | os.PathLike | None = None) -> Path:
+    """``<folder>/<name>`` (the folder is created); ``folder`` defaults to ``report_figures/`` under the
+    project root, for figures that belong to no run (data, schedules). A run's figures go to its
+    ``config.report_dir`` (``outputs/<run name>/report_figures/``)."""
     from labkit.config import resolve_path
 
-    folder = resolve_path(REPORT_DIR)
+    folder = resolve_path(folder if folder is not None else REPORT_DIR)
     folder.mkdir(parents=True, exist_ok=True)
     return folder / name
 
@@ -83,9 +85,10 @@ def show_images(
     return fig
 
 
-def save_figure(fig, name: str, dpi: int = 120) -> Path:
-    """Save a matplotlib figure to ``report_figures/<name>`` (PNG) and return the path."""
-    path = report_path(name)
+def save_figure(fig, name: str, dpi: int = 120, folder: str | os.PathLike | None = None) -> Path:
+    """Save a matplotlib figure as ``<folder>/<name>`` (PNG; default folder ``report_figures/``, see
+    :func:`report_path`) and return the path."""
+    path = report_path(name, folder)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
 

@@ -5,10 +5,13 @@ functions for the parts they share. Every stage reads a :class:`~labkit.config.L
 writes under the project root:
 
 - ``data/synthetic/`` (when the official files are absent) and ``data/cache/``;
-- ``runs/<profile>/`` (config.json, checkpoints/, log.csv, previews/);
-- ``outputs/images/{test,new_test}/<i>.png``, ``outputs/*_grid.png``, ``outputs/denoising_process.png``,
-  ``outputs/accuracy.txt``;
-- ``report_figures/*.png``.
+- ``runs/<run name>/`` (config.json, checkpoints/, log.csv, previews/);
+- ``outputs/<run name>/``: ``images/{test,new_test}/<i>.png``, ``*_grid.png``, ``denoising_process.png``,
+  ``accuracy.txt``, and the run's figures in ``report_figures/``.
+
+The run name is ``train.run_name`` (default: the profile), so a ``cpu`` run, a ``gpu`` run and an
+experiment keep their own files. :func:`hand_in` copies one run's files into the course's flat
+layout (``handin/``) when a student hands them in.
 """
 
 from __future__ import annotations
@@ -42,8 +45,7 @@ class StageTimes:
         return ", ".join(f"{name} {value / 60:.1f} min" for name, value in self.seconds.items())
 
 
-def outputs_dir() -> Path:
-    return resolve_path("outputs")
+HANDIN_MARK = "handin.json"  # written into every hand-in folder; only such a folder is ever replaced
 
 
 # ---- stage 1: data ------------------------------------------------------------------------------
@@ -105,10 +107,10 @@ def run_sample(config: LabConfig, model=None, schedule=None, progress: bool = Tr
         conditions = source.conditions(split)
         result = sample_conditions(model, schedule, conditions, config, label_space, progress=progress, **guidance)
         results[split] = result
-        paths = save_required_outputs(upsample_for_output(result.images), split, outputs_dir())
+        paths = save_required_outputs(upsample_for_output(result.images), split, config.outputs_dir, config.report_dir)
         results["paths"][split] = paths[0].parent
         settings = dict(result.settings, judge_guided=result.judge_guided, run=str(config.run_dir))
-    (outputs_dir() / "sampling.json").write_text(json.dumps(settings, indent=2) + "\n")
+    (config.outputs_dir / "sampling.json").write_text(json.dumps(settings, indent=2) + "\n")
     denoising = sample_conditions(
         model, schedule, [DENOISING_LABELS], config, label_space, return_trajectory=True, progress=False, **guidance
     )
@@ -116,10 +118,10 @@ def run_sample(config: LabConfig, model=None, schedule=None, progress: bool = Tr
     title = " + ".join(DENOISING_LABELS) + (" (judge-guided)" if denoising.judge_guided else "")
     row = figures.denoising_row(denoising.trajectory[:, 0], frames=config.sample.denoise_frames)
     row = upsample_for_output(data_module.to_model_range(row))
-    results["paths"]["denoising"] = figures.save_grid(row, outputs_dir() / "denoising_process.png", nrow=len(row))
-    figures.save_grid(row, figures.report_path("denoising_process.png"), nrow=len(row))
+    results["paths"]["denoising"] = figures.save_grid(row, config.outputs_dir / "denoising_process.png", nrow=len(row))
+    figures.save_grid(row, figures.report_path("denoising_process.png", config.report_dir), nrow=len(row))
     fig = figures.show_images(row, ncols=len(row), suptitle=f"denoising process: {title}", size=1.2)
-    figures.save_figure(fig, "denoising_process_titled.png")
+    figures.save_figure(fig, "denoising_process_titled.png", folder=config.report_dir)
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -127,17 +129,19 @@ def run_sample(config: LabConfig, model=None, schedule=None, progress: bool = Tr
 
 
 # ---- stage 4: evaluate ----------------------------------------------------------------------------
-def read_output_images(split: str) -> torch.Tensor:
-    """The saved ``outputs/images/<split>/<i>.png`` as float (B, 3, 64, 64) in [-1, 1], in file order."""
-    folder = outputs_dir() / "images" / split
+def read_output_images(split: str, config: LabConfig) -> torch.Tensor:
+    """The run's saved ``outputs/<run name>/images/<split>/<i>.png`` as float (B, 3, 64, 64) in [-1, 1], in file order."""
+    folder = config.outputs_dir / "images" / split
     paths = sorted(folder.glob("*.png"), key=lambda path: int(path.stem))
     if not paths:
-        raise FileNotFoundError(f"no images in {folder}; run the sample stage first (python -m labkit sample)")
+        raise FileNotFoundError(
+            f"no images in {folder}; run the sample stage first (python -m labkit sample --run-name {config.run_name})"
+        )
     return data_module.to_model_range(torch.stack([data_module.decode_png(path) for path in paths]))
 
 
 def run_evaluate(config: LabConfig, judge=None, progress: bool = True) -> dict:
-    """Score the saved images of both files with the judge; write ``outputs/accuracy.txt``.
+    """Score the run's saved images of both files with the judge; write ``outputs/<run name>/accuracy.txt``.
 
     Returns {"test": AccuracyResult, "new_test": AccuracyResult, "summary": str}.
     """
@@ -148,15 +152,15 @@ def run_evaluate(config: LabConfig, judge=None, progress: bool = True) -> dict:
     results = {}
     for split in SPLITS:
         labels = source.label_space.encode(source.conditions(split))
-        images = read_output_images(split)
+        images = read_output_images(split, config)
         if len(images) != len(labels):
             raise ValueError(
-                f"outputs/images/{split} holds {len(images)} images but {split}.json has {len(labels)} label sets; "
+                f"{config.outputs_dir / 'images' / split} holds {len(images)} images but {split}.json has {len(labels)} label sets; "
                 f"run the sample stage again"
             )
         results[split] = judge.accuracy(images, labels, split=split)
-    summary = write_accuracy_summary({split: results[split] for split in SPLITS}, outputs_dir())
-    sampling_path = outputs_dir() / "sampling.json"
+    summary = write_accuracy_summary({split: results[split] for split in SPLITS}, config.outputs_dir)
+    sampling_path = config.outputs_dir / "sampling.json"
     if sampling_path.exists():
         sampling = json.loads(sampling_path.read_text())
         line = (
@@ -166,7 +170,7 @@ def run_evaluate(config: LabConfig, judge=None, progress: bool = True) -> dict:
         if sampling.get("judge_guided"):
             line += f", JUDGE-GUIDED (evaluator guidance {sampling.get('judge_guidance_scale')})"
         summary += "\n" + line
-        (outputs_dir() / "accuracy.txt").write_text(summary + "\n")
+        (config.outputs_dir / "accuracy.txt").write_text(summary + "\n")
     results["summary"] = summary
     return results
 
@@ -174,7 +178,7 @@ def run_evaluate(config: LabConfig, judge=None, progress: bool = True) -> dict:
 def run_sweep(config: LabConfig, model=None, schedule=None, judge=None, progress: bool = True) -> dict:
     """Accuracy on both files for each guidance scale in ``config.sample.sweep_scales``.
 
-    Writes ``report_figures/guidance_sweep.png`` and ``guidance_sweep.json``; returns
+    Writes ``guidance_sweep.png`` and ``guidance_sweep.json`` into the run's ``report_figures/``; returns
     {"scales": [...], "test": [...], "new_test": [...], "best_scale": w, "judge": name}.
     """
     from labkit import figures
@@ -201,11 +205,11 @@ def run_sweep(config: LabConfig, model=None, schedule=None, judge=None, progress
     sweep["mean"] = means
     sweep["best_scale"] = sweep["scales"][max(range(len(means)), key=means.__getitem__)]
     fig = figures.sweep_figure(sweep)
-    figures.save_figure(fig, "guidance_sweep.png")
+    figures.save_figure(fig, "guidance_sweep.png", folder=config.report_dir)
     import matplotlib.pyplot as plt
 
     plt.close(fig)
-    figures.report_path("guidance_sweep.json").write_text(json.dumps(sweep, indent=2) + "\n")
+    figures.report_path("guidance_sweep.json", config.report_dir).write_text(json.dumps(sweep, indent=2) + "\n")
     return sweep
 
 
@@ -247,13 +251,14 @@ def run_lab(config: LabConfig, progress: bool = True, sweep: bool = True, resume
         sweep_result = run_sweep(config, model, schedule, judge=judge, progress=progress)
         times.record("sweep", start)
 
-    out = outputs_dir()
+    out = config.outputs_dir
     print()
     print(f"images:     {samples['paths']['test']}/0.png … and {samples['paths']['new_test']}/0.png …")
     print(f"grids:      {out / 'test_grid.png'}, {out / 'new_test_grid.png'}")
     print(f"denoising:  {samples['paths']['denoising']}")
-    print(f"figures:    {resolve_path('report_figures')}")
+    print(f"figures:    {config.report_dir}")
     print(f"run:        {config.run_dir} (step {trained.step})")
+    print(f"hand in:    python -m labkit handin --run-name {config.run_name}   (copies these files to handin/)")
     if sweep_result:
         print(
             f"guidance sweep ({sweep_result['judge']}): best w = {sweep_result['best_scale']} "
@@ -263,3 +268,40 @@ def run_lab(config: LabConfig, progress: bool = True, sweep: bool = True, resume
     print()
     print(accuracy["summary"])
     return {"accuracy": accuracy, "samples": samples, "sweep": sweep_result, "times": times, "train": trained}
+
+
+# ---- handing in ------------------------------------------------------------------------------------
+def hand_in(config: LabConfig, destination: str | Path = "handin") -> Path:
+    """Copy the run's required files into the course's flat layout and return the folder.
+
+    From ``outputs/<run name>/`` to ``destination`` (default ``handin/`` under the project root):
+    ``images/test/0.png …``, ``images/new_test/0.png …``, the two grids, ``denoising_process.png``,
+    ``accuracy.txt``/``accuracy.json``, ``sampling.json`` and ``report_figures/``, plus
+    ``handin.json`` naming the run. The run's own files are never changed. An existing destination
+    is replaced only when it is empty or an earlier hand-in (it holds ``handin.json``).
+    """
+    import shutil
+
+    source = config.outputs_dir
+    for split in SPLITS:
+        if not any((source / "images" / split).glob("*.png")):
+            runs = sorted(path.name for path in source.parent.iterdir() if path.is_dir()) if source.parent.is_dir() else []
+            raise FileNotFoundError(
+                f"no images in {source / 'images' / split}; sample this run first (python -m labkit sample "
+                f"--run-name {config.run_name}). Runs with outputs: {', '.join(runs) or 'none'}"
+            )
+    destination = resolve_path(destination)
+    if destination.exists() and any(destination.iterdir()) and not (destination / HANDIN_MARK).is_file():
+        raise FileExistsError(
+            f"{destination} holds files that are not an earlier hand-in; choose an empty folder (--to) or move them"
+        )
+    staging = destination.with_name(f".{destination.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    (staging / HANDIN_MARK).write_text(
+        json.dumps({"run": config.run_name, "from": str(source), "copied": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n"
+    )
+    if destination.exists():
+        shutil.rmtree(destination)
+    staging.rename(destination)
+    return destination

@@ -356,7 +356,7 @@ def test_grid_has_8_columns_and_4_rows(tmp_path):
     size, padding = 16, 2
     paths = evaluate.save_required_outputs(index_images(size=size), "test", tmp_path / "outputs")
     grid_path = tmp_path / "outputs" / "test_grid.png"
-    report_grid = tmp_path / "report_figures" / "test_grid.png"
+    report_grid = tmp_path / "outputs" / "report_figures" / "test_grid.png"  # with the run's outputs
     assert paths[-2:] == [grid_path, report_grid] and report_grid.is_file()
     grid = decode_png(grid_path)
     assert grid.shape == (3, 4 * (size + padding) + padding, 8 * (size + padding) + padding)

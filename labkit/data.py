@@ -32,7 +32,6 @@ import torch.nn.functional as F
 SHAPES = ("cube", "sphere", "cylinder")
 COLORS = ("gray", "red", "blue", "green", "brown", "purple", "cyan", "yellow")
 MAX_OBJECTS = 3
-OFFICIAL_FILES = ("iclevr", "train.json", "objects.json", "test.json", "new_test.json")
 
 
 class ConditionError(ValueError):

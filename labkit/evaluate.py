@@ -37,7 +37,6 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -705,35 +704,6 @@ def load_judge(cfg: LabConfig, device=None, progress: bool = True) -> Judge:
     if judge is not None:
         return judge
     return load_synthetic_judge(cfg, device=device, progress=progress)
-
-
-# ---- robustness -----------------------------------------------------------------------------------
-def degraded_accuracies(
-    judge: Judge,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    blur_sigmas: Sequence[float] = (0.5, 1.0, 1.5, 2.0),
-    noise_stds: Sequence[float] = (0.05, 0.1, 0.2),
-    seed: int = 0,
-) -> dict[str, AccuracyResult]:
-    """How the judge scores blurred or noisy versions of ``images`` (generated images are often blurrier).
-
-    images: (B, 3, S, S) uint8 or float in [-1, 1], resized to 64x64 first; labels (B, 24).
-    Blur: Gaussian with standard deviation sigma in 64x64 pixels. Noise: Gaussian with the given
-    standard deviation in [-1, 1] units, clamped. Returns {"clean": ..., "blur 1.0": ..., "noise 0.1": ...}.
-    """
-    from torchvision.transforms.functional import gaussian_blur
-
-    base = to_evaluator_input(images)
-    results = {"clean": judge.accuracy(base, labels, split="clean")}
-    for sigma in blur_sigmas:
-        kernel = 2 * math.ceil(3 * sigma) + 1
-        results[f"blur {sigma:g}"] = judge.accuracy(gaussian_blur(base, [kernel, kernel], [sigma, sigma]), labels, split=f"blur {sigma:g}")
-    generator = torch.Generator().manual_seed(seed)
-    for std in noise_stds:
-        noisy = (base + std * torch.randn(base.shape, generator=generator)).clamp(-1, 1)
-        results[f"noise {std:g}"] = judge.accuracy(noisy, labels, split=f"noise {std:g}")
-    return results
 
 
 # ---- the required output files ----------------------------------------------------------------------

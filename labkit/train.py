@@ -22,7 +22,6 @@ import math
 import os
 import random
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -650,13 +649,3 @@ def ensure_trained(config: LabConfig, progress: bool = True, **train_kwargs) -> 
             return config.run_dir
     train(config, resume=True, progress=progress, **train_kwargs)
     return config.run_dir
-
-
-def warn_if_slow(images_per_s: float, config: LabConfig) -> None:
-    """A hint when training is far slower than the profile expects."""
-    if images_per_s and config.profile == "cpu" and images_per_s < 10:
-        warnings.warn(
-            f"training runs at {images_per_s:.1f} images/s; the cpu profile expects tens per second. "
-            f"Close other programs or lower train.steps.",
-            stacklevel=2,
-        )

@@ -24,12 +24,24 @@ from pathlib import Path
 import torch
 
 from labkit import data as data_module
+from labkit import figures
+from labkit.checkpoint import load_model
 from labkit.config import LabConfig, resolve_path
-from labkit.runtime import get_device
+from labkit.images import resize_to
+from labkit.judge_training import load_judge
+from labkit.outputs import (  # noqa: F401  (also reachable as labkit.lab.*)
+    HANDIN_MARK,
+    SPLITS,
+    hand_in,
+    read_output_images,
+    save_required_outputs,
+    write_accuracy_summary,
+)
+from labkit.runtime import get_device, resolve_precision
+from labkit.sample import sample, sample_conditions
+from labkit.train import train
 
-SPLITS = ("test", "new_test")
 DENOISING_LABELS = ["red sphere", "cyan cylinder", "cyan cube"]
-OUTPUT_SIZE = 64  # the course evaluator's input size; smaller models' images are upsampled
 
 
 @dataclass
@@ -43,9 +55,6 @@ class StageTimes:
 
     def __str__(self) -> str:
         return ", ".join(f"{name} {value / 60:.1f} min" for name, value in self.seconds.items())
-
-
-HANDIN_MARK = "handin.json"  # written into every hand-in folder; only such a folder is ever replaced
 
 
 # ---- stage 1: data ------------------------------------------------------------------------------
@@ -63,19 +72,86 @@ def run_data(config: LabConfig, progress: bool = True):
 
 
 # ---- stage 2: train -----------------------------------------------------------------------------
-def run_train(config: LabConfig, training_set=None, progress: bool = True, resume: bool = True):
-    """Train (or finish training) the profile's run; returns the TrainResult."""
-    from labkit.train import train
+PREVIEW_LABELS = (
+    ["red sphere"],
+    ["cyan cube"],
+    ["yellow cylinder"],
+    ["gray cube", "blue sphere"],
+    ["green cylinder", "purple cube"],
+    ["red sphere", "cyan cylinder", "cyan cube"],
+    ["brown sphere", "gray cylinder", "yellow cube"],
+    ["blue cube", "red cylinder", "green sphere"],
+)
 
-    return train(config, resume=resume, progress=progress, training_set=training_set)
+
+def save_preview(model, schedule, config: LabConfig, step: int, device) -> Path:
+    """A grid of 8 fixed label sets (fixed seeds) with the EMA weights: ``previews/step_XXXXXX.png``."""
+    labels = data_module.LabelSpace.default().encode(list(PREVIEW_LABELS))
+    result = sample(
+        model,
+        schedule,
+        labels,
+        sampler="ddim",
+        num_inference_steps=min(25, config.sample.num_inference_steps * 2),
+        guidance_scale=config.sample.guidance_scale,
+        seed=1234,
+        device=device,
+        precision=resolve_precision(config.train.precision, torch.device(device)),
+        progress=False,
+    )
+    path = config.run_dir / "previews" / f"step_{step:06d}.png"
+    return figures.save_grid(result.images, path, nrow=8, upscale=2 if config.data.image_size <= 32 else 1)
+
+
+def evaluate_during_training(model, schedule, config: LabConfig, judge, device, run_dir: Path, step: int) -> float:
+    """Test accuracy (test.json) of the EMA model with the config's sampler; logged to ``eval.csv``."""
+    source = data_module.resolve_source(config.data, render=False)
+    conditions = source.conditions("test")
+    labels = source.label_space.encode(conditions)
+    result = sample(
+        model,
+        schedule,
+        labels,
+        sampler=config.sample.sampler,
+        num_inference_steps=config.sample.num_inference_steps,
+        guidance_scale=config.sample.guidance_scale,
+        seed=config.sample.seed,
+        device=device,
+        precision=resolve_precision(config.train.precision, torch.device(device)),
+        progress=False,
+    )
+    accuracy = judge.accuracy(result.images, labels)
+    path = run_dir / "eval.csv"
+    new = not path.exists()
+    with path.open("a", newline="") as file:
+        writer = csv.writer(file)
+        if new:
+            writer.writerow(["step", "test_accuracy", "judge"])
+        writer.writerow([step, f"{accuracy.accuracy:.4f}", accuracy.judge])
+    return accuracy.accuracy
+
+
+
+def training_callbacks(config: LabConfig, judge=None, progress: bool = True) -> dict:
+    """The lab's ``on_preview`` (a grid of 8 fixed label sets in ``previews/``) and, when
+    ``train.eval_every > 0``, ``on_eval`` (test.json accuracy with the judge, ``eval.csv``) for :func:`labkit.train.train`."""
+    callbacks = {"on_preview": lambda model, schedule, step: save_preview(model, schedule, config, step, get_device())}
+    if config.train.eval_every:
+        judge = judge or load_judge(config, device=get_device(), progress=progress)
+        callbacks["on_eval"] = lambda model, schedule, step: evaluate_during_training(
+            model, schedule, config, judge, get_device(), config.run_dir, step
+        )
+    return callbacks
+
+
+def run_train(config: LabConfig, training_set=None, progress: bool = True, resume: bool = True, judge=None, on_log=None):
+    """Train (or finish training) the run with the lab's previews and evaluation; returns the TrainResult."""
+    callbacks = training_callbacks(config, judge, progress)
+    return train(config, resume=resume, progress=progress, training_set=training_set, on_log=on_log, **callbacks)
 
 
 # ---- stage 3: sample ----------------------------------------------------------------------------
-def upsample_for_output(images: torch.Tensor, size: int = OUTPUT_SIZE) -> torch.Tensor:
-    """float (B, 3, S, S) in [-1, 1] -> (B, 3, size, size), bilinear (the evaluator's 32→64 path)."""
-    if images.shape[-1] == size:
-        return images
-    return torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False)
+upsample_for_output = resize_to  # float (B, 3, S, S) in [-1, 1] -> (B, 3, 64, 64): a 32x32 model's images for the course's files
 
 
 def run_sample(config: LabConfig, model=None, schedule=None, progress: bool = True, judge=None) -> dict:
@@ -85,11 +161,6 @@ def run_sample(config: LabConfig, model=None, schedule=None, progress: bool = Tr
     With ``config.sample.judge_guidance_scale > 0`` the judge guides sampling and every file
     and printout says so.
     """
-    from labkit import figures
-    from labkit.evaluate import save_required_outputs
-    from labkit.sample import sample_conditions
-    from labkit.train import load_model
-
     if model is None:
         model, schedule, _ = load_model(config=config, use_ema=config.sample.use_ema)
     source = data_module.resolve_source(config.data, render=False)
@@ -97,8 +168,6 @@ def run_sample(config: LabConfig, model=None, schedule=None, progress: bool = Tr
     guidance = {}
     if config.sample.judge_guidance_scale > 0:
         if judge is None:
-            from labkit.evaluate import load_judge
-
             judge = load_judge(config, progress=progress)
         guidance = {"judge": judge, "judge_guidance_scale": config.sample.judge_guidance_scale}
     results: dict = {"paths": {}}
@@ -129,24 +198,11 @@ def run_sample(config: LabConfig, model=None, schedule=None, progress: bool = Tr
 
 
 # ---- stage 4: evaluate ----------------------------------------------------------------------------
-def read_output_images(split: str, config: LabConfig) -> torch.Tensor:
-    """The run's saved ``outputs/<run name>/images/<split>/<i>.png`` as float (B, 3, 64, 64) in [-1, 1], in file order."""
-    folder = config.outputs_dir / "images" / split
-    paths = sorted(folder.glob("*.png"), key=lambda path: int(path.stem))
-    if not paths:
-        raise FileNotFoundError(
-            f"no images in {folder}; run the sample stage first (python -m labkit sample --run-name {config.run_name})"
-        )
-    return data_module.to_model_range(torch.stack([data_module.decode_png(path) for path in paths]))
-
-
 def run_evaluate(config: LabConfig, judge=None, progress: bool = True) -> dict:
     """Score the run's saved images of both files with the judge; write ``outputs/<run name>/accuracy.txt``.
 
     Returns {"test": AccuracyResult, "new_test": AccuracyResult, "summary": str}.
     """
-    from labkit.evaluate import load_judge, write_accuracy_summary
-
     judge = judge or load_judge(config, progress=progress)
     source = data_module.resolve_source(config.data, render=False)
     results = {}
@@ -181,11 +237,6 @@ def run_sweep(config: LabConfig, model=None, schedule=None, judge=None, progress
     Writes ``guidance_sweep.png`` and ``guidance_sweep.json`` into the run's ``report_figures/``; returns
     {"scales": [...], "test": [...], "new_test": [...], "best_scale": w, "judge": name}.
     """
-    from labkit import figures
-    from labkit.evaluate import load_judge
-    from labkit.sample import sample_conditions
-    from labkit.train import load_model
-
     if model is None:
         model, schedule, _ = load_model(config=config, use_ema=config.sample.use_ema)
     judge = judge or load_judge(config, progress=progress)
@@ -216,8 +267,6 @@ def run_sweep(config: LabConfig, model=None, schedule=None, judge=None, progress
 # ---- everything -----------------------------------------------------------------------------------
 def run_lab(config: LabConfig, progress: bool = True, sweep: bool = True, resume: bool = True) -> dict:
     """The whole lab headlessly: data → train → sample → evaluate (→ guidance sweep)."""
-    from labkit.evaluate import load_judge
-
     times = StageTimes()
     device = get_device()
     print(f"labkit lab: profile {config.profile}, device {device}, run {config.run_dir}")
@@ -233,8 +282,6 @@ def run_lab(config: LabConfig, progress: bool = True, sweep: bool = True, resume
     start = time.perf_counter()
     trained = run_train(config, training_set=training_set, progress=progress, resume=resume)
     times.record("train", start)
-
-    from labkit.train import load_model
 
     model, schedule, _ = load_model(config=config, use_ema=config.sample.use_ema, device=device)
     start = time.perf_counter()
@@ -268,40 +315,3 @@ def run_lab(config: LabConfig, progress: bool = True, sweep: bool = True, resume
     print()
     print(accuracy["summary"])
     return {"accuracy": accuracy, "samples": samples, "sweep": sweep_result, "times": times, "train": trained}
-
-
-# ---- handing in ------------------------------------------------------------------------------------
-def hand_in(config: LabConfig, destination: str | Path = "handin") -> Path:
-    """Copy the run's required files into the course's flat layout and return the folder.
-
-    From ``outputs/<run name>/`` to ``destination`` (default ``handin/`` under the project root):
-    ``images/test/0.png …``, ``images/new_test/0.png …``, the two grids, ``denoising_process.png``,
-    ``accuracy.txt``/``accuracy.json``, ``sampling.json`` and ``report_figures/``, plus
-    ``handin.json`` naming the run. The run's own files are never changed. An existing destination
-    is replaced only when it is empty or an earlier hand-in (it holds ``handin.json``).
-    """
-    import shutil
-
-    source = config.outputs_dir
-    for split in SPLITS:
-        if not any((source / "images" / split).glob("*.png")):
-            runs = sorted(path.name for path in source.parent.iterdir() if path.is_dir()) if source.parent.is_dir() else []
-            raise FileNotFoundError(
-                f"no images in {source / 'images' / split}; sample this run first (python -m labkit sample "
-                f"--run-name {config.run_name}). Runs with outputs: {', '.join(runs) or 'none'}"
-            )
-    destination = resolve_path(destination)
-    if destination.exists() and any(destination.iterdir()) and not (destination / HANDIN_MARK).is_file():
-        raise FileExistsError(
-            f"{destination} holds files that are not an earlier hand-in; choose an empty folder (--to) or move them"
-        )
-    staging = destination.with_name(f".{destination.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging)
-    (staging / HANDIN_MARK).write_text(
-        json.dumps({"run": config.run_name, "from": str(source), "copied": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n"
-    )
-    if destination.exists():
-        shutil.rmtree(destination)
-    staging.rename(destination)
-    return destination

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -35,6 +36,7 @@ from labkit.judge import (
 )
 from labkit.metrics import course_accuracy
 from labkit.runtime import atomic_save, atomic_write_text, autocast, get_device, resolve_precision, seed_everything, show_progress
+from labkit.train import BatchSampler
 
 JUDGE_TRAIN_SIZE = 32  # the course evaluator was trained on 32x32 images upsampled to 64x64
 # Synthetic judge optimisation (besides cfg.judge): one-cycle warm-up fraction and AdamW weight decay.
@@ -94,6 +96,73 @@ def _holdout_accuracy(network: nn.Module, images: torch.Tensor, labels: torch.Te
     return hits / total
 
 
+@dataclass
+class JudgeData:
+    """The judge's training images and the held-out ones it is tested on (uint8 (N, 3, 32, 32), labels (N, 24))."""
+
+    source: object  # labkit.data.DataSource
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    holdout_images: torch.Tensor
+    holdout_labels: torch.Tensor
+    holdout_text: str  # what the held-out images are, for the report
+    seconds: float  # time spent rendering, decoding and loading
+
+
+def judge_data(cfg: LabConfig, progress: bool = True) -> JudgeData:
+    """The training set at 32x32 (rendered and decoded when needed) and the held-out set (:func:`_holdout_set`)."""
+    start = time.perf_counter()
+    source = data_module.resolve_source(cfg.data, progress=progress)
+    data_32 = dataclasses.replace(cfg.data, image_size=JUDGE_TRAIN_SIZE)
+    training_set = data_module.load_training_set(data_32, source=source, progress=progress)
+    parts = _holdout_set(cfg, source, training_set, progress)
+    if len(parts[0]) == 0:
+        raise ValueError(f"no training images in {source}; render or copy the data first")
+    return JudgeData(source, *parts, seconds=time.perf_counter() - start)
+
+
+def fit_judge_network(network: nn.Module, data: JudgeData, cfg: LabConfig, device, precision: str, progress: bool) -> list:
+    """Train ``network`` (in place) with multi-label BCE, AdamW and a one-cycle LR for ``cfg.judge.steps`` steps.
+
+    Batches come from the diffusion trainer's :class:`~labkit.train.BatchSampler` (epoch permutations,
+    seeded by ``train.seed``), upsampled to 64x64 with random flips. Returns the held-out curve
+    [(step, accuracy)] measured :data:`JUDGE_CURVE_POINTS` times during training.
+    """
+    steps, batch_size = cfg.judge.steps, cfg.judge.batch_size
+    logits_network = logits_view(network)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.judge.lr, weight_decay=JUDGE_WEIGHT_DECAY)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg.judge.lr, total_steps=steps, pct_start=JUDGE_WARMUP_FRACTION, div_factor=10.0, final_div_factor=100.0
+    )
+    data_device = device if device.type == "cuda" else torch.device("cpu")
+    images, labels = data.train_images.to(data_device), data.train_labels.to(data_device)
+    sampler = BatchSampler(len(images), batch_size, seed=cfg.train.seed)
+    flips = torch.Generator(device=data_device).manual_seed(cfg.train.seed)
+    curve, curve_every = [], max(1, steps // JUDGE_CURVE_POINTS)
+    running_loss = torch.zeros((), device=device)
+    network.train()
+    bar = tqdm(range(steps), desc=f"synthetic judge ({device.type}, {precision})", disable=not show_progress(progress))
+    for step in bar:
+        index = sampler.next_indices().to(data_device)
+        inputs = _augment(images[index], flips, cfg.data.hflip).to(device, non_blocking=True)
+        with autocast(device, precision):
+            logits = logits_network(inputs.contiguous(memory_format=torch.channels_last))
+        loss = F.binary_cross_entropy_with_logits(logits.float(), labels[index].to(device, non_blocking=True))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        running_loss += loss.detach()
+        if show_progress(progress) and (step + 1) % 25 == 0:
+            bar.set_postfix(loss=f"{running_loss.item() / 25:.4f}")
+            running_loss.zero_()
+        if (step + 1) % curve_every == 0 and step + 1 < steps:
+            curve.append((step + 1, _holdout_accuracy(network, data.holdout_images, data.holdout_labels, device)))
+            network.train()
+    bar.close()
+    return curve
+
+
 def train_synthetic_judge(cfg: LabConfig, device=None, progress: bool = True) -> tuple[Judge, dict]:
     """Train the synthetic judge (ResNet18 of the course's architecture) and save it.
 
@@ -108,79 +177,35 @@ def train_synthetic_judge(cfg: LabConfig, device=None, progress: bool = True) ->
     """
     cfg.validate()  # bad settings fail here, before any rendering or training
     device = get_device(str(device) if device is not None else None)
-    wall_start = time.perf_counter()
-    source = data_module.resolve_source(cfg.data, progress=progress)
-    data_32 = dataclasses.replace(cfg.data, image_size=JUDGE_TRAIN_SIZE)
-    training_set = data_module.load_training_set(data_32, source=source, progress=progress)
-    train_images, train_labels, holdout_images, holdout_labels, holdout_text = _holdout_set(
-        cfg, source, training_set, progress
-    )
-    if len(train_images) == 0:
-        raise ValueError(f"no training images in {source}; render or copy the data first")
-    data_s = time.perf_counter() - wall_start
-
-    seed = cfg.train.seed
-    seed_everything(seed)
+    data = judge_data(cfg, progress)
+    seed_everything(cfg.train.seed)
     # "auto": bf16 on GPUs and on CPUs with native bf16; fp32 on CPUs that only emulate it, where bf16
     # autocast trained this ResNet18 about 1.5x slower than fp32 (measured on 2 cores).
     precision = resolve_precision("auto", device)
-    network = build_evaluator_network().to(device)
-    if device.type in ("cpu", "cuda"):
-        network = network.to(memory_format=torch.channels_last)
-    logits_network = logits_view(network)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.judge.lr, weight_decay=JUDGE_WEIGHT_DECAY)
-    steps, batch_size = cfg.judge.steps, cfg.judge.batch_size
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.judge.lr, total_steps=steps, pct_start=JUDGE_WARMUP_FRACTION, div_factor=10.0, final_div_factor=100.0
-    )
-    data_device = device if device.type == "cuda" else torch.device("cpu")
-    train_images, train_labels = train_images.to(data_device), train_labels.to(data_device)
-    generator = torch.Generator(device=data_device).manual_seed(seed)
-    order = torch.randperm(len(train_images), generator=generator, device=data_device)
-    position = 0
-    network.train()
+    network = build_evaluator_network().to(device).to(memory_format=torch.channels_last)
     train_start = time.perf_counter()
-    running_loss = torch.zeros((), device=device)
-    curve = []  # (step, held-out accuracy) every JUDGE_CURVE_POINTS-th of the run
-    curve_every = max(1, steps // JUDGE_CURVE_POINTS)
-    bar = tqdm(range(steps), desc=f"synthetic judge ({device.type}, {precision})", disable=not show_progress(progress))
-    for step in bar:
-        if position + batch_size > len(order):
-            order = torch.randperm(len(train_images), generator=generator, device=data_device)
-            position = 0
-        index = order[position : position + batch_size]
-        position += batch_size
-        inputs = _augment(train_images[index], generator, cfg.data.hflip).to(device, non_blocking=True)
-        inputs = inputs.contiguous(memory_format=torch.channels_last)
-        targets = train_labels[index].to(device, non_blocking=True)
-        with autocast(device, precision):
-            logits = logits_network(inputs)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        running_loss += loss.detach()
-        if show_progress(progress) and (step + 1) % 25 == 0:
-            bar.set_postfix(loss=f"{running_loss.item() / 25:.4f}")
-            running_loss.zero_()
-        if (step + 1) % curve_every == 0 and step + 1 < steps:
-            curve.append((step + 1, _holdout_accuracy(network, holdout_images, holdout_labels, device)))
-            network.train()
+    curve = fit_judge_network(network, data, cfg, device, precision, progress)
     train_s = time.perf_counter() - train_start
-    bar.close()
-
     network.eval()
-    judge = Judge(SYNTHETIC_JUDGE if source.kind == "synthetic" else OFFICIAL_IMAGES_JUDGE, network, device)
-    holdout = judge.accuracy(holdout_images, holdout_labels, split="held-out")
-    judge.holdout = holdout
+    judge = Judge(SYNTHETIC_JUDGE if data.source.kind == "synthetic" else OFFICIAL_IMAGES_JUDGE, network, device)
+    judge.holdout = judge.accuracy(data.holdout_images, data.holdout_labels, split="held-out")
     weights_path, report_path = judge_paths(cfg)
-    state = {key: value.detach().to("cpu").contiguous() for key, value in network.state_dict().items()}
-    atomic_save({"model": state}, weights_path)
+    atomic_save({"model": {key: value.detach().to("cpu").contiguous() for key, value in network.state_dict().items()}}, weights_path)
     judge.source = str(weights_path)
-    report = {
+    report = judge_report(cfg, judge, data, curve, precision, train_s, device)
+    atomic_write_text(json.dumps(report, indent=2) + "\n", report_path)
+    if progress:
+        print(f"{judge.name}: {judge.holdout} after {cfg.judge.steps} steps x {cfg.judge.batch_size} images, {train_s:.0f} s training")
+    warn_if_weak(judge, cfg.judge.min_accuracy)
+    return judge, report
+
+
+def judge_report(cfg: LabConfig, judge: Judge, data: JudgeData, curve: list, precision: str, train_s: float, device) -> dict:
+    """What ``judge.json`` says about how the judge was made and how well it does on held-out images."""
+    holdout, steps, batch_size = judge.holdout, cfg.judge.steps, cfg.judge.batch_size
+    return {
         "judge": judge.name,
-        "holdout": {"accuracy": holdout.accuracy, "hits": holdout.hits, "total": holdout.total, "images": holdout_text},
+        "holdout": {"accuracy": holdout.accuracy, "hits": holdout.hits, "total": holdout.total, "images": data.holdout_text},
         "min_accuracy": cfg.judge.min_accuracy,
         "steps": steps,
         "batch_size": batch_size,
@@ -188,23 +213,18 @@ def train_synthetic_judge(cfg: LabConfig, device=None, progress: bool = True) ->
         "schedule": f"AdamW (weight decay {JUDGE_WEIGHT_DECAY:g}) + one-cycle ({JUDGE_WARMUP_FRACTION:.0%} warm-up, cosine)",
         "holdout_curve": curve + [(steps, holdout.accuracy)],
         "images_seen": steps * batch_size,
-        "epochs": round(steps * batch_size / len(train_images), 2),
+        "epochs": round(steps * batch_size / len(data.train_images), 2),
         "train_wall_s": round(train_s, 1),
-        "total_wall_s": round(time.perf_counter() - wall_start, 1),
-        "data_wall_s": round(data_s, 1),
+        "total_wall_s": round(data.seconds + train_s, 1),
+        "data_wall_s": round(data.seconds, 1),
         "device": str(device),
         "precision": precision,
         "threads": torch.get_num_threads(),
-        "seed": seed,
-        "data": {"source": str(source), "training_images": len(train_images), "image_size": JUDGE_TRAIN_SIZE},
-        "settings": training_settings(cfg, source),
+        "seed": cfg.train.seed,
+        "data": {"source": str(data.source), "training_images": len(data.train_images), "image_size": JUDGE_TRAIN_SIZE},
+        "settings": training_settings(cfg, data.source),
         "format": "checkpoint {'model': ResNet18 state_dict}; input (B, 3, 64, 64) in [-1, 1]",
     }
-    atomic_write_text(json.dumps(report, indent=2) + "\n", report_path)
-    if progress:
-        print(f"{judge.name}: {holdout} after {steps} steps x {batch_size} images, {train_s:.0f} s training")
-    warn_if_weak(judge, cfg.judge.min_accuracy)
-    return judge, report
 
 
 def load_synthetic_judge(cfg: LabConfig, device=None, progress: bool = True) -> Judge:

@@ -280,7 +280,7 @@ def run_lab(config: LabConfig, progress: bool = True, sweep: bool = True, resume
     times.record("judge", start)
 
     start = time.perf_counter()
-    trained = run_train(config, training_set=training_set, progress=progress, resume=resume)
+    trained = run_train(config, training_set=training_set, progress=progress, resume=resume, judge=judge)
     times.record("train", start)
 
     model, schedule, _ = load_model(config=config, use_ema=config.sample.use_ema, device=device)

@@ -4,8 +4,9 @@
     python -m labkit data       render (if needed) and cache the training set
     python -m labkit judge      train (if needed) and report the synthetic judge
     python -m labkit train      train or resume the profile's run (also under accelerate launch)
-    python -m labkit sample     write outputs/images/{test,new_test}/, the grids and the denoising row
-    python -m labkit evaluate   score outputs/images/ with the judge (and sweep the guidance scale)
+    python -m labkit sample     write outputs/<run name>/images/{test,new_test}/, the grids and the denoising row
+    python -m labkit evaluate   score outputs/<run name>/images/ with the judge (and sweep the guidance scale)
+    python -m labkit handin     copy one run's outputs into the course's flat layout (handin/)
 
 Every command takes ``--profile`` (smoke, cpu, gpu; default: LABKIT_PROFILE, else gpu with
 CUDA, else cpu) and ``--set section.name=value`` to override any config value.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from labkit.config import PROFILES, active_profile, get_config, set_override
+from labkit.config import PROFILES, ConfigError, active_profile, get_config, set_override
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +35,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="SECTION.NAME=VALUE",
         help="override one config value, e.g. --set train.steps=500 --set sample.sampler=ddim "
-        "(repeatable; values are parsed as JSON when possible)",
+        "--set data.hflip=no --set sample.sweep_scales=[1,3,5] (repeatable; each value is checked "
+        "against the setting's type and allowed values before anything runs)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -65,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--fresh", action="store_true", help="start from scratch (the old run is moved aside)")
     train.add_argument("--run-name", default=None, help="run folder name under runs/ (default: the profile)")
 
-    sample = commands.add_parser("sample", help="sample test.json and new_test.json into outputs/")
+    sample = commands.add_parser("sample", help="sample test.json and new_test.json into outputs/<run name>/")
     _common(sample)
     sample.add_argument("--sampler", choices=("ddpm", "ddim", "dpmsolver++"), default=None, help="sampler")
     sample.add_argument("--steps", type=int, default=None, help="number of inference steps")
@@ -85,28 +87,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample with the shipped reference model (reference/model.pt) and print both accuracies",
     )
 
-    evaluate = commands.add_parser("evaluate", help="score outputs/images/ with the judge; optional guidance sweep")
+    evaluate = commands.add_parser("evaluate", help="score outputs/<run name>/images/ with the judge; optional guidance sweep")
     _common(evaluate)
     evaluate.add_argument("--sweep", action="store_true", help="also sweep the guidance scale (samples again)")
     evaluate.add_argument("--run-name", default=None, help="run folder name under runs/ (default: the profile)")
+
+    handin = commands.add_parser(
+        "handin", help="copy a run's images, grids, accuracy and figures from outputs/<run name>/ to handin/"
+    )
+    _common(handin)
+    handin.add_argument("--run-name", default=None, help="the run to hand in (default: the profile)")
+    handin.add_argument("--to", default="handin", help="destination folder (default: handin/ in the project)")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.quiet:
-        import os
+def build_config(args: argparse.Namespace):
+    """The profile's config with every ``--set`` and command flag applied, validated.
 
-        os.environ["TQDM_DISABLE"] = "1"
+    Raises :class:`~labkit.config.ConfigError` naming the setting, the value and what is allowed.
+    """
     config = get_config(args.profile or active_profile())
     for item in args.overrides:
         if "=" not in item:
-            raise SystemExit(f"--set {item!r}: expected SECTION.NAME=VALUE, e.g. train.steps=500")
+            raise ConfigError(f"--set {item!r}: expected SECTION.NAME=VALUE, e.g. train.steps=500")
         key, value = item.split("=", 1)
         try:
             set_override(config, key.strip(), value.strip())
-        except ValueError as error:
-            raise SystemExit(f"--set {item!r}: {error}") from None
+        except ConfigError as error:
+            raise ConfigError(f"--set {item}: {error}") from None
     if getattr(args, "steps", None) is not None:
         if args.command == "train":
             config.train.steps = args.steps
@@ -118,8 +126,30 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, name, None)
         if value is not None:
             setattr(config.sample, name, value)
-    progress = not args.quiet
+    return config.validate()
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quiet:
+        import os
+
+        os.environ["TQDM_DISABLE"] = "1"
+    try:
+        config = build_config(args)
+    except ConfigError as error:
+        print(f"python -m labkit {args.command}: {error}", file=sys.stderr)
+        return 2
+    try:
+        run_command(args, config, progress=not args.quiet)
+    except (ConfigError, FileNotFoundError, FileExistsError) as error:
+        print(f"python -m labkit {args.command}: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_command(args: argparse.Namespace, config, progress: bool) -> None:
+    """Run ``args.command`` with ``config``."""
     from labkit import lab
 
     if args.command == "lab":
@@ -149,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.sweep:
             sweep = lab.run_sweep(config, progress=progress)
             print(f"guidance sweep ({sweep['judge']}): best w = {sweep['best_scale']}")
-    return 0
+    elif args.command == "handin":
+        folder = lab.hand_in(config, args.to)
+        print(f"handed in run {config.run_name}: {config.outputs_dir} copied to {folder}")
+        print(f"  {folder / 'images' / 'test'}/0.png … and {folder / 'images' / 'new_test'}/0.png …")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""i-CLEVR data: label space, condition files, the training set and its decode-once cache.
+"""i-CLEVR data: where it comes from (official or synthetic), the training set and its decode-once cache.
+
+The label space and condition files live in :mod:`labkit.labels`, the image helpers in :mod:`labkit.images`
+(both also reachable here, e.g. ``labkit.data.LabelSpace``, ``labkit.data.decode_png``).
 
 Layout accepted as distributed by the course (and written the same way by
 :mod:`labkit.synth` when the official images are absent)::
@@ -16,9 +19,7 @@ or padding first costs tens of accuracy points with that evaluator.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
-import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,142 +28,29 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-SHAPES = ("cube", "sphere", "cylinder")
-COLORS = ("gray", "red", "blue", "green", "brown", "purple", "cyan", "yellow")
-MAX_OBJECTS = 3
-OFFICIAL_FILES = ("iclevr", "train.json", "objects.json", "test.json", "new_test.json")
-
-
-class ConditionError(ValueError):
-    """A label or condition file that cannot be used; the message says where and how to fix it."""
-
-
-# ---- label space ------------------------------------------------------------------------
-class LabelSpace:
-    """The 24 object names and their indices; multi-hot encode/decode.
-
-    The built-in order is ``index = shape * 8 + color`` (the course's ``objects.json``).
-    """
-
-    def __init__(self, name_to_index: dict[str, int], source: str = "built-in"):
-        self.source = source
-        indices = sorted(name_to_index.values())
-        if indices != list(range(len(indices))):
-            raise ConditionError(
-                f"{source}: indices must be 0..{len(indices) - 1} with no gaps or repeats, "
-                f"got {indices}"
-            )
-        self.index = dict(name_to_index)
-        self.names = [name for name, _ in sorted(name_to_index.items(), key=lambda item: item[1])]
-
-    @classmethod
-    def default(cls) -> "LabelSpace":
-        """The course's 24 objects: 3 shapes x 8 colors, index = shape * 8 + color."""
-        return cls(
-            {f"{color} {shape}": s * len(COLORS) + c for s, shape in enumerate(SHAPES) for c, color in enumerate(COLORS)}
-        )
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "LabelSpace":
-        """Read ``objects.json`` (a dict name -> index)."""
-        values = _read_json(path)
-        if not isinstance(values, dict) or not all(
-            isinstance(k, str) and isinstance(v, int) for k, v in values.items()
-        ):
-            raise ConditionError(
-                f"{path}: expected a JSON object mapping object names to integer indices, "
-                f'like {{"gray cube": 0, "red cube": 1}}'
-            )
-        return cls(values, source=str(path))
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __repr__(self) -> str:
-        return f"LabelSpace({len(self)} objects from {self.source})"
-
-    def closest(self, name: str, count: int = 3) -> list[str]:
-        """The valid names closest to ``name`` (for error messages)."""
-        return difflib.get_close_matches(name, self.names, n=count, cutoff=0.0)
-
-    def check(self, objects: Sequence[str], where: str = "labels") -> list[str]:
-        """Validate one label list (1-3 distinct known names); returns it as a list."""
-        if isinstance(objects, str) or not isinstance(objects, (list, tuple)):
-            raise ConditionError(
-                f"{where}: expected a list of object names like [\"red sphere\"], got {objects!r}"
-            )
-        if not 1 <= len(objects) <= MAX_OBJECTS:
-            raise ConditionError(
-                f"{where}: {len(objects)} objects in {list(objects)}; each image has 1 to "
-                f"{MAX_OBJECTS} objects"
-            )
-        for name in objects:
-            if name not in self.index:
-                raise ConditionError(
-                    f"{where}: unknown object {name!r}; closest valid names: "
-                    f"{', '.join(self.closest(str(name)))}"
-                )
-        duplicates = sorted({name for name in objects if list(objects).count(name) > 1})
-        if duplicates:
-            raise ConditionError(
-                f"{where}: object {duplicates[0]!r} appears more than once in {list(objects)}; "
-                f"each object appears at most once per image"
-            )
-        return list(objects)
-
-    def encode(self, label_lists: Sequence[Sequence[str]]) -> torch.Tensor:
-        """Multi-hot encode. (B lists of names) -> float tensor (B, 24)."""
-        multi_hot = torch.zeros(len(label_lists), len(self))
-        for row, objects in enumerate(label_lists):
-            for name in self.check(objects, where=f"label list {row}"):
-                multi_hot[row, self.index[name]] = 1.0
-        return multi_hot
-
-    def decode(self, multi_hot: torch.Tensor) -> list[list[str]]:
-        """(B, 24) or (24,) multi-hot -> lists of names (in index order)."""
-        if multi_hot.dim() == 1:
-            multi_hot = multi_hot[None]
-        return [[self.names[i] for i in row.nonzero().flatten().tolist()] for row in multi_hot]
-
-
-# ---- condition files ----------------------------------------------------------------------
-def _read_json(path: str | os.PathLike):
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found; see data/README.md for where the course files go")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ConditionError(f"{path}: not valid JSON ({error}); fix the file or re-download it") from error
-
-
-def read_conditions(path: str | os.PathLike, label_space: LabelSpace | None = None) -> list[list[str]]:
-    """Read and validate ``test.json`` / ``new_test.json``: a JSON list of label lists."""
-    label_space = label_space or LabelSpace.default()
-    values = _read_json(path)
-    if not isinstance(values, list) or not values:
-        raise ConditionError(
-            f"{path}: expected a non-empty JSON list of label lists like "
-            f'[["red sphere"], ["gray cube", "cyan cylinder"]], got {type(values).__name__}'
-        )
-    return [label_space.check(objects, where=f"{path}, entry {i}") for i, objects in enumerate(values)]
-
-
-def read_train_labels(path: str | os.PathLike, label_space: LabelSpace | None = None) -> dict[str, list[str]]:
-    """Read and validate ``train.json``: a JSON object file name -> label list."""
-    label_space = label_space or LabelSpace.default()
-    values = _read_json(path)
-    if not isinstance(values, dict) or not values:
-        raise ConditionError(
-            f"{path}: expected a non-empty JSON object mapping image file names to label lists, "
-            f'like {{"CLEVR_train_001032_0.png": ["yellow sphere"]}}'
-        )
-    return {
-        name: label_space.check(objects, where=f"{path}, entry {name!r}") for name, objects in values.items()
-    }
-
+from labkit import synth
+from labkit.config import resolve_path
+from labkit.images import (  # noqa: F401  (the image helpers, also reachable as labkit.data.*)
+    decode_png,
+    encode_png,
+    evaluator_view,
+    resize_square,
+    to_model_range,
+    to_uint8,
+    write_png,
+)
+from labkit.labels import (  # noqa: F401  (the label space and condition files, also reachable as labkit.data.*)
+    COLORS,
+    MAX_OBJECTS,
+    SHAPES,
+    ConditionError,
+    LabelSpace,
+    read_conditions,
+    read_train_labels,
+)
+from labkit.runtime import atomic_save, show_progress
 
 # ---- where the data comes from ------------------------------------------------------------
 @dataclass
@@ -208,11 +96,7 @@ def resolve_source(data_config, render: bool = True, progress: bool = True) -> D
     With ``render=True`` the synthetic set is rendered (or extended) to
     ``data_config.num_scenes`` scenes first.
     """
-    from labkit.config import resolve_path
-
-    source = data_config.source
-    if source not in ("auto", "official", "synthetic"):
-        raise ValueError(f"data.source must be auto, official or synthetic, not {source!r}")
+    source = data_config.source  # "auto", "official" or "synthetic" (checked by the config)
     official_root = resolve_path(data_config.root)
     if source in ("auto", "official") and official_present(official_root):
         return DataSource(official_root, "official")
@@ -223,71 +107,8 @@ def resolve_source(data_config, render: bool = True, progress: bool = True) -> D
         )
     root = resolve_path(data_config.synthetic_dir)
     if render:
-        from labkit import synth
-
         synth.render_dataset(root, num_scenes=data_config.num_scenes, seed=data_config.synthetic_seed, progress=progress)
     return DataSource(root, "synthetic")
-
-
-# ---- images ---------------------------------------------------------------------------------
-def decode_png(path: str | os.PathLike) -> torch.Tensor:
-    """uint8 (3, H, W) RGB tensor of an image file (PNG, or anything Pillow reads)."""
-    import numpy as np
-    from PIL import Image
-
-    with Image.open(path) as image:
-        array = np.asarray(image.convert("RGB"))  # (H, W, 3)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
-
-
-def encode_png(image: torch.Tensor, compress_level: int = 6) -> bytes:
-    """PNG bytes of a uint8 (3, H, W) RGB tensor; ``compress_level`` 0 (fast) .. 9 (small)."""
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    array = image.detach().to("cpu", torch.uint8).permute(1, 2, 0).contiguous().numpy()  # (H, W, 3)
-    Image.fromarray(array, "RGB").save(buffer, format="PNG", compress_level=compress_level)
-    return buffer.getvalue()
-
-
-def write_png(image: torch.Tensor, path: str | os.PathLike, compress_level: int = 6) -> None:
-    """Save a uint8 (3, H, W) RGB tensor as a PNG file."""
-    Path(path).write_bytes(encode_png(image, compress_level))
-
-
-def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize uint8 (B, 3, H, W) or (3, H, W) directly to (.., size, size), aspect squashed.
-
-    Antialiased bilinear, as ``torchvision.transforms.Resize((size, size))`` does on tensors.
-    """
-    single = images.dim() == 3
-    batch = images[None] if single else images
-    if batch.shape[-2:] != (size, size):
-        batch = F.interpolate(batch.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        batch = batch.round().clamp(0, 255).to(torch.uint8)
-    return batch[0] if single else batch
-
-
-def to_model_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1] (the model's range; the evaluator's mean = std = 0.5)."""
-    return images.float().div(127.5).sub(1.0)
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """float [-1, 1] -> uint8 [0, 255] (denormalised)."""
-    return images.float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
-
-
-def evaluator_view(images: torch.Tensor) -> torch.Tensor:
-    """What the course evaluator was trained on: downsample to 32x32, upsample back to 64x64.
-
-    float or uint8 (B, 3, H, W) -> float (B, 3, 64, 64) in the input's value range.
-    """
-    batch = images.float()
-    small = F.interpolate(batch, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
-    return F.interpolate(small, size=(64, 64), mode="bilinear", align_corners=False)
 
 
 # ---- the training set and its cache -----------------------------------------------------------
@@ -341,10 +162,6 @@ def load_training_set(
     The key covers the folder, the file names, sizes and modification times and the
     size, so a changed data set is never served from a stale cache.
     """
-    from tqdm.auto import tqdm
-
-    from labkit.runtime import show_progress
-
     source = source or resolve_source(data_config, progress=progress)
     label_space = source.label_space
     train_labels = read_train_labels(source.path("train.json"), label_space)
@@ -357,8 +174,6 @@ def load_training_set(
         )
     labels = label_space.encode([train_labels[name] for name in names])
     size = data_config.image_size
-    from labkit.config import resolve_path
-
     cache_path = resolve_path(data_config.cache_dir) / f"{source.kind}_{size}px_{_cache_key(source, names, size)}.pt"
     if use_cache and cache_path.exists():
         cached = torch.load(cache_path, weights_only=True)
@@ -391,8 +206,6 @@ def load_training_set(
     finally:
         torch.set_num_threads(threads)
     if use_cache:
-        from labkit.runtime import atomic_save
-
         atomic_save({"images": images, "names": names}, cache_path)
     return TrainingSet(images, labels, names, label_space, source)
 
@@ -400,8 +213,6 @@ def load_training_set(
 def cache_path_for(data_config, source: DataSource) -> Path:
     """Where :func:`load_training_set` keeps (or would keep) the cache for this set."""
     names = _training_names(data_config, source, read_train_labels(source.path("train.json"), source.label_space))
-    from labkit.config import resolve_path
-
     size = data_config.image_size
     return resolve_path(data_config.cache_dir) / f"{source.kind}_{size}px_{_cache_key(source, names, size)}.pt"
 

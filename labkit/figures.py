@@ -10,15 +10,20 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from torchvision.utils import make_grid
+
+from labkit.config import resolve_path
+from labkit.images import evaluator_view, resize_square, to_model_range, to_uint8, write_png
+from labkit.schedules import NoiseSchedule
 
 REPORT_DIR = "report_figures"
 
 
-def report_path(name: str) -> Path:
-    """``report_figures/<name>`` under the project root (the folder is created)."""
-    from labkit.config import resolve_path
-
-    folder = resolve_path(REPORT_DIR)
+def report_path(name: str, folder: str | os.PathLike | None = None) -> Path:
+    """``<folder>/<name>`` (the folder is created); ``folder`` defaults to ``report_figures/`` under the
+    project root, for figures that belong to no run (data, schedules). A run's figures go to its
+    ``config.report_dir`` (``outputs/<run name>/report_figures/``)."""
+    folder = resolve_path(folder if folder is not None else REPORT_DIR)
     folder.mkdir(parents=True, exist_ok=True)
     return folder / name
 
@@ -27,13 +32,11 @@ def as_uint8(images: torch.Tensor) -> torch.Tensor:
     """uint8 images pass through; float images in [-1, 1] are denormalised to uint8."""
     if images.dtype == torch.uint8:
         return images.cpu()
-    return images.detach().float().cpu().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+    return to_uint8(images.detach().cpu())
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, upscale: int = 1) -> torch.Tensor:
     """A grid (torchvision ``make_grid``) as uint8 (3, H', W'); ``upscale`` enlarges pixels."""
-    from torchvision.utils import make_grid
-
     images = as_uint8(images)
     if upscale > 1:
         images = images.repeat_interleave(upscale, dim=-2).repeat_interleave(upscale, dim=-1)
@@ -42,8 +45,6 @@ def image_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, upscale: i
 
 def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
     """Save one uint8 (3, H, W) (or float in [-1, 1]) image as PNG."""
-    from labkit.data import write_png
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_png(as_uint8(image[None])[0], path)
@@ -83,9 +84,10 @@ def show_images(
     return fig
 
 
-def save_figure(fig, name: str, dpi: int = 120) -> Path:
-    """Save a matplotlib figure to ``report_figures/<name>`` (PNG) and return the path."""
-    path = report_path(name)
+def save_figure(fig, name: str, dpi: int = 120, folder: str | os.PathLike | None = None) -> Path:
+    """Save a matplotlib figure as ``<folder>/<name>`` (PNG; default folder ``report_figures/``, see
+    :func:`report_path`) and return the path."""
+    path = report_path(name, folder)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
 
@@ -129,8 +131,6 @@ def schedule_curves_figure(
     """β_t (log scale), ᾱ_t and log-SNR against t / T for each schedule and each T. Returns the figure."""
     import matplotlib.pyplot as plt
 
-    from labkit.schedules import NoiseSchedule
-
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     styles = ("--", "-", ":", "-.")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -165,9 +165,7 @@ def forward_process_figure(
     everywhere (drawn from ``seed``). image: uint8 (3, H, W) or float in [-1, 1]. Returns the figure."""
     import matplotlib.pyplot as plt
 
-    from labkit.schedules import NoiseSchedule
-
-    x0 = image.float() / 127.5 - 1 if image.dtype == torch.uint8 else image.detach().float().cpu()
+    x0 = to_model_range(image) if image.dtype == torch.uint8 else image.detach().float().cpu()
     noise = torch.randn((1, *x0.shape), generator=torch.Generator().manual_seed(seed)).expand(len(timesteps), -1, -1, -1)
     columns = torch.tensor(timesteps)
     fig, axes = plt.subplots(
@@ -228,8 +226,6 @@ def preprocessing_figure(image: torch.Tensor, size: int = 64):
     """
     import matplotlib.pyplot as plt
     import torch.nn.functional as F
-
-    from labkit.data import evaluator_view, resize_square
 
     height, width = image.shape[-2:]
     side = max(height, width)

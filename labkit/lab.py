@@ -5,10 +5,13 @@ functions for the parts they share. Every stage reads a :class:`~labkit.config.L
 writes under the project root:
 
 - ``data/synthetic/`` (when the official files are absent) and ``data/cache/``;
-- ``runs/<profile>/`` (config.json, checkpoints/, log.csv, previews/);
-- ``outputs/images/{test,new_test}/<i>.png``, ``outputs/*_grid.png``, ``outputs/denoising_process.png``,
-  ``outputs/accuracy.txt``;
-- ``report_figures/*.png``.
+- ``runs/<run name>/`` (config.json, checkpoints/, log.csv, previews/);
+- ``outputs/<run name>/``: ``images/{test,new_test}/<i>.png``, ``*_grid.png``, ``denoising_process.png``,
+  ``accuracy.txt``, and the run's figures in ``report_figures/``.
+
+The run name is ``train.run_name`` (default: the profile), so a ``cpu`` run, a ``gpu`` run and an
+experiment keep their own files. :func:`hand_in` copies one run's files into the course's flat
+layout (``handin/``) when a student hands them in.
 """
 
 from __future__ import annotations
@@ -21,12 +24,24 @@ from pathlib import Path
 import torch
 
 from labkit import data as data_module
+from labkit import figures
+from labkit.checkpoint import load_model
 from labkit.config import LabConfig, resolve_path
-from labkit.runtime import get_device
+from labkit.images import resize_to
+from labkit.judge_training import load_judge
+from labkit.outputs import (  # noqa: F401  (also reachable as labkit.lab.*)
+    HANDIN_MARK,
+    SPLITS,
+    hand_in,
+    read_output_images,
+    save_required_outputs,
+    write_accuracy_summary,
+)
+from labkit.runtime import get_device, resolve_precision
+from labkit.sample import sample, sample_conditions
+from labkit.train import train
 
-SPLITS = ("test", "new_test")
 DENOISING_LABELS = ["red sphere", "cyan cylinder", "cyan cube"]
-OUTPUT_SIZE = 64  # the course evaluator's input size; smaller models' images are upsampled
 
 
 @dataclass
@@ -40,10 +55,6 @@ class StageTimes:
 
     def __str__(self) -> str:
         return ", ".join(f"{name} {value / 60:.1f} min" for name, value in self.seconds.items())
-
-
-def outputs_dir() -> Path:
-    return resolve_path("outputs")
 
 
 # ---- stage 1: data ------------------------------------------------------------------------------
@@ -61,19 +72,86 @@ def run_data(config: LabConfig, progress: bool = True):
 
 
 # ---- stage 2: train -----------------------------------------------------------------------------
-def run_train(config: LabConfig, training_set=None, progress: bool = True, resume: bool = True):
-    """Train (or finish training) the profile's run; returns the TrainResult."""
-    from labkit.train import train
+PREVIEW_LABELS = (
+    ["red sphere"],
+    ["cyan cube"],
+    ["yellow cylinder"],
+    ["gray cube", "blue sphere"],
+    ["green cylinder", "purple cube"],
+    ["red sphere", "cyan cylinder", "cyan cube"],
+    ["brown sphere", "gray cylinder", "yellow cube"],
+    ["blue cube", "red cylinder", "green sphere"],
+)
 
-    return train(config, resume=resume, progress=progress, training_set=training_set)
+
+def save_preview(model, schedule, config: LabConfig, step: int, device) -> Path:
+    """A grid of 8 fixed label sets (fixed seeds) with the EMA weights: ``previews/step_XXXXXX.png``."""
+    labels = data_module.LabelSpace.default().encode(list(PREVIEW_LABELS))
+    result = sample(
+        model,
+        schedule,
+        labels,
+        sampler="ddim",
+        num_inference_steps=min(25, config.sample.num_inference_steps * 2),
+        guidance_scale=config.sample.guidance_scale,
+        seed=1234,
+        device=device,
+        precision=resolve_precision(config.train.precision, torch.device(device)),
+        progress=False,
+    )
+    path = config.run_dir / "previews" / f"step_{step:06d}.png"
+    return figures.save_grid(result.images, path, nrow=8, upscale=2 if config.data.image_size <= 32 else 1)
+
+
+def evaluate_during_training(model, schedule, config: LabConfig, judge, device, run_dir: Path, step: int) -> float:
+    """Test accuracy (test.json) of the EMA model with the config's sampler; logged to ``eval.csv``."""
+    source = data_module.resolve_source(config.data, render=False)
+    conditions = source.conditions("test")
+    labels = source.label_space.encode(conditions)
+    result = sample(
+        model,
+        schedule,
+        labels,
+        sampler=config.sample.sampler,
+        num_inference_steps=config.sample.num_inference_steps,
+        guidance_scale=config.sample.guidance_scale,
+        seed=config.sample.seed,
+        device=device,
+        precision=resolve_precision(config.train.precision, torch.device(device)),
+        progress=False,
+    )
+    accuracy = judge.accuracy(result.images, labels)
+    path = run_dir / "eval.csv"
+    new = not path.exists()
+    with path.open("a", newline="") as file:
+        writer = csv.writer(file)
+        if new:
+            writer.writerow(["step", "test_accuracy", "judge"])
+        writer.writerow([step, f"{accuracy.accuracy:.4f}", accuracy.judge])
+    return accuracy.accuracy
+
+
+
+def training_callbacks(config: LabConfig, judge=None, progress: bool = True) -> dict:
+    """The lab's ``on_preview`` (a grid of 8 fixed label sets in ``previews/``) and, when
+    ``train.eval_every > 0``, ``on_eval`` (test.json accuracy with the judge, ``eval.csv``) for :func:`labkit.train.train`."""
+    callbacks = {"on_preview": lambda model, schedule, step: save_preview(model, schedule, config, step, get_device())}
+    if config.train.eval_every:
+        judge = judge or load_judge(config, device=get_device(), progress=progress)
+        callbacks["on_eval"] = lambda model, schedule, step: evaluate_during_training(
+            model, schedule, config, judge, get_device(), config.run_dir, step
+        )
+    return callbacks
+
+
+def run_train(config: LabConfig, training_set=None, progress: bool = True, resume: bool = True, judge=None, on_log=None):
+    """Train (or finish training) the run with the lab's previews and evaluation; returns the TrainResult."""
+    callbacks = training_callbacks(config, judge, progress)
+    return train(config, resume=resume, progress=progress, training_set=training_set, on_log=on_log, **callbacks)
 
 
 # ---- stage 3: sample ----------------------------------------------------------------------------
-def upsample_for_output(images: torch.Tensor, size: int = OUTPUT_SIZE) -> torch.Tensor:
-    """float (B, 3, S, S) in [-1, 1] -> (B, 3, size, size), bilinear (the evaluator's 32→64 path)."""
-    if images.shape[-1] == size:
-        return images
-    return torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False)
+upsample_for_output = resize_to  # float (B, 3, S, S) in [-1, 1] -> (B, 3, 64, 64): a 32x32 model's images for the course's files
 
 
 def run_sample(config: LabConfig, model=None, schedule=None, progress: bool = True, judge=None) -> dict:
@@ -83,11 +161,6 @@ def run_sample(config: LabConfig, model=None, schedule=None, progress: bool = Tr
     With ``config.sample.judge_guidance_scale > 0`` the judge guides sampling and every file
     and printout says so.
     """
-    from labkit import figures
-    from labkit.evaluate import save_required_outputs
-    from labkit.sample import sample_conditions
-    from labkit.train import load_model
-
     if model is None:
         model, schedule, _ = load_model(config=config, use_ema=config.sample.use_ema)
     source = data_module.resolve_source(config.data, render=False)
@@ -95,8 +168,6 @@ def run_sample(config: LabConfig, model=None, schedule=None, progress: bool = Tr
     guidance = {}
     if config.sample.judge_guidance_scale > 0:
         if judge is None:
-            from labkit.evaluate import load_judge
-
             judge = load_judge(config, progress=progress)
         guidance = {"judge": judge, "judge_guidance_scale": config.sample.judge_guidance_scale}
     results: dict = {"paths": {}}
@@ -105,10 +176,10 @@ def run_sample(config: LabConfig, model=None, schedule=None, progress: bool = Tr
         conditions = source.conditions(split)
         result = sample_conditions(model, schedule, conditions, config, label_space, progress=progress, **guidance)
         results[split] = result
-        paths = save_required_outputs(upsample_for_output(result.images), split, outputs_dir())
+        paths = save_required_outputs(upsample_for_output(result.images), split, config.outputs_dir, config.report_dir)
         results["paths"][split] = paths[0].parent
         settings = dict(result.settings, judge_guided=result.judge_guided, run=str(config.run_dir))
-    (outputs_dir() / "sampling.json").write_text(json.dumps(settings, indent=2) + "\n")
+    (config.outputs_dir / "sampling.json").write_text(json.dumps(settings, indent=2) + "\n")
     denoising = sample_conditions(
         model, schedule, [DENOISING_LABELS], config, label_space, return_trajectory=True, progress=False, **guidance
     )
@@ -116,10 +187,10 @@ def run_sample(config: LabConfig, model=None, schedule=None, progress: bool = Tr
     title = " + ".join(DENOISING_LABELS) + (" (judge-guided)" if denoising.judge_guided else "")
     row = figures.denoising_row(denoising.trajectory[:, 0], frames=config.sample.denoise_frames)
     row = upsample_for_output(data_module.to_model_range(row))
-    results["paths"]["denoising"] = figures.save_grid(row, outputs_dir() / "denoising_process.png", nrow=len(row))
-    figures.save_grid(row, figures.report_path("denoising_process.png"), nrow=len(row))
+    results["paths"]["denoising"] = figures.save_grid(row, config.outputs_dir / "denoising_process.png", nrow=len(row))
+    figures.save_grid(row, figures.report_path("denoising_process.png", config.report_dir), nrow=len(row))
     fig = figures.show_images(row, ncols=len(row), suptitle=f"denoising process: {title}", size=1.2)
-    figures.save_figure(fig, "denoising_process_titled.png")
+    figures.save_figure(fig, "denoising_process_titled.png", folder=config.report_dir)
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -127,36 +198,25 @@ def run_sample(config: LabConfig, model=None, schedule=None, progress: bool = Tr
 
 
 # ---- stage 4: evaluate ----------------------------------------------------------------------------
-def read_output_images(split: str) -> torch.Tensor:
-    """The saved ``outputs/images/<split>/<i>.png`` as float (B, 3, 64, 64) in [-1, 1], in file order."""
-    folder = outputs_dir() / "images" / split
-    paths = sorted(folder.glob("*.png"), key=lambda path: int(path.stem))
-    if not paths:
-        raise FileNotFoundError(f"no images in {folder}; run the sample stage first (python -m labkit sample)")
-    return data_module.to_model_range(torch.stack([data_module.decode_png(path) for path in paths]))
-
-
 def run_evaluate(config: LabConfig, judge=None, progress: bool = True) -> dict:
-    """Score the saved images of both files with the judge; write ``outputs/accuracy.txt``.
+    """Score the run's saved images of both files with the judge; write ``outputs/<run name>/accuracy.txt``.
 
     Returns {"test": AccuracyResult, "new_test": AccuracyResult, "summary": str}.
     """
-    from labkit.evaluate import load_judge, write_accuracy_summary
-
     judge = judge or load_judge(config, progress=progress)
     source = data_module.resolve_source(config.data, render=False)
     results = {}
     for split in SPLITS:
         labels = source.label_space.encode(source.conditions(split))
-        images = read_output_images(split)
+        images = read_output_images(split, config)
         if len(images) != len(labels):
             raise ValueError(
-                f"outputs/images/{split} holds {len(images)} images but {split}.json has {len(labels)} label sets; "
+                f"{config.outputs_dir / 'images' / split} holds {len(images)} images but {split}.json has {len(labels)} label sets; "
                 f"run the sample stage again"
             )
         results[split] = judge.accuracy(images, labels, split=split)
-    summary = write_accuracy_summary({split: results[split] for split in SPLITS}, outputs_dir())
-    sampling_path = outputs_dir() / "sampling.json"
+    summary = write_accuracy_summary({split: results[split] for split in SPLITS}, config.outputs_dir)
+    sampling_path = config.outputs_dir / "sampling.json"
     if sampling_path.exists():
         sampling = json.loads(sampling_path.read_text())
         line = (
@@ -166,7 +226,7 @@ def run_evaluate(config: LabConfig, judge=None, progress: bool = True) -> dict:
         if sampling.get("judge_guided"):
             line += f", JUDGE-GUIDED (evaluator guidance {sampling.get('judge_guidance_scale')})"
         summary += "\n" + line
-        (outputs_dir() / "accuracy.txt").write_text(summary + "\n")
+        (config.outputs_dir / "accuracy.txt").write_text(summary + "\n")
     results["summary"] = summary
     return results
 
@@ -174,14 +234,9 @@ def run_evaluate(config: LabConfig, judge=None, progress: bool = True) -> dict:
 def run_sweep(config: LabConfig, model=None, schedule=None, judge=None, progress: bool = True) -> dict:
     """Accuracy on both files for each guidance scale in ``config.sample.sweep_scales``.
 
-    Writes ``report_figures/guidance_sweep.png`` and ``guidance_sweep.json``; returns
+    Writes ``guidance_sweep.png`` and ``guidance_sweep.json`` into the run's ``report_figures/``; returns
     {"scales": [...], "test": [...], "new_test": [...], "best_scale": w, "judge": name}.
     """
-    from labkit import figures
-    from labkit.evaluate import load_judge
-    from labkit.sample import sample_conditions
-    from labkit.train import load_model
-
     if model is None:
         model, schedule, _ = load_model(config=config, use_ema=config.sample.use_ema)
     judge = judge or load_judge(config, progress=progress)
@@ -201,11 +256,11 @@ def run_sweep(config: LabConfig, model=None, schedule=None, judge=None, progress
     sweep["mean"] = means
     sweep["best_scale"] = sweep["scales"][max(range(len(means)), key=means.__getitem__)]
     fig = figures.sweep_figure(sweep)
-    figures.save_figure(fig, "guidance_sweep.png")
+    figures.save_figure(fig, "guidance_sweep.png", folder=config.report_dir)
     import matplotlib.pyplot as plt
 
     plt.close(fig)
-    figures.report_path("guidance_sweep.json").write_text(json.dumps(sweep, indent=2) + "\n")
+    figures.report_path("guidance_sweep.json", config.report_dir).write_text(json.dumps(sweep, indent=2) + "\n")
     return sweep
 
 
@@ -240,7 +295,8 @@ def pick_model(config: LabConfig, choice: str = "auto", device=None):
     model's own (its image size, sampler and guidance scale), to be used for its sampling.
     """
     from labkit import reference
-    from labkit.train import checkpoint_dir, ensure_trained, load_model
+    from labkit.checkpoint import checkpoint_dir
+    from labkit.train import ensure_trained
 
     if choice not in MODEL_CHOICES:
         raise ValueError(f"model choice {choice!r}: use one of {', '.join(MODEL_CHOICES)}")
@@ -273,7 +329,7 @@ def run_reference(progress: bool = True) -> dict:
 
     Returns {"samples": ..., "accuracy": ...} as :func:`run_sample` and :func:`run_evaluate`.
     """
-    from labkit.evaluate import load_synthetic_judge
+    from labkit.judge_training import load_synthetic_judge
 
     model, schedule, config = reference_setup()
     judge = load_synthetic_judge(config, device=next(model.parameters()).device, progress=progress)
@@ -287,8 +343,6 @@ def run_reference(progress: bool = True) -> dict:
 # ---- everything -----------------------------------------------------------------------------------
 def run_lab(config: LabConfig, progress: bool = True, sweep: bool = True, resume: bool = True) -> dict:
     """The whole lab headlessly: data → train → sample → evaluate (→ guidance sweep)."""
-    from labkit.evaluate import load_judge
-
     times = StageTimes()
     device = get_device()
     print(f"labkit lab: profile {config.profile}, device {device}, run {config.run_dir}")
@@ -302,10 +356,8 @@ def run_lab(config: LabConfig, progress: bool = True, sweep: bool = True, resume
     times.record("judge", start)
 
     start = time.perf_counter()
-    trained = run_train(config, training_set=training_set, progress=progress, resume=resume)
+    trained = run_train(config, training_set=training_set, progress=progress, resume=resume, judge=judge)
     times.record("train", start)
-
-    from labkit.train import load_model
 
     model, schedule, _ = load_model(config=config, use_ema=config.sample.use_ema, device=device)
     start = time.perf_counter()
@@ -322,13 +374,14 @@ def run_lab(config: LabConfig, progress: bool = True, sweep: bool = True, resume
         sweep_result = run_sweep(config, model, schedule, judge=judge, progress=progress)
         times.record("sweep", start)
 
-    out = outputs_dir()
+    out = config.outputs_dir
     print()
     print(f"images:     {samples['paths']['test']}/0.png … and {samples['paths']['new_test']}/0.png …")
     print(f"grids:      {out / 'test_grid.png'}, {out / 'new_test_grid.png'}")
     print(f"denoising:  {samples['paths']['denoising']}")
-    print(f"figures:    {resolve_path('report_figures')}")
+    print(f"figures:    {config.report_dir}")
     print(f"run:        {config.run_dir} (step {trained.step})")
+    print(f"hand in:    python -m labkit handin --run-name {config.run_name}   (copies these files to handin/)")
     if sweep_result:
         print(
             f"guidance sweep ({sweep_result['judge']}): best w = {sweep_result['best_scale']} "

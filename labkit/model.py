@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import contextlib
 import math
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-BACKENDS = ("diffusers", "compact")
-CONDITIONINGS = ("embedding", "channels")
+from labkit.config import Backend, Conditioning, ConfigError, model_problems
+
+BACKENDS = get_args(Backend)
+CONDITIONINGS = get_args(Conditioning)
 
 
 # ---- conditioning ------------------------------------------------------------------------------
@@ -431,37 +434,9 @@ class DiffusersUNet(ConditionalUNet):
 # ---- building and inspecting -------------------------------------------------------------------------
 def check_model_config(model_config, image_size: int) -> None:
     """Raise a ValueError naming the setting to change when ``model_config`` cannot be built."""
-    cfg = model_config
-    if cfg.backend not in BACKENDS:
-        raise ValueError(f"model.backend must be one of {', '.join(BACKENDS)}, not {cfg.backend!r}")
-    if cfg.conditioning not in CONDITIONINGS:
-        raise ValueError(f"model.conditioning must be one of {', '.join(CONDITIONINGS)}, not {cfg.conditioning!r}")
-    if len(cfg.attention_levels) != len(cfg.channel_mults):
-        raise ValueError(
-            f"model.attention_levels has {len(cfg.attention_levels)} entries but model.channel_mults has "
-            f"{len(cfg.channel_mults)}; give one bool per resolution level"
-        )
-    if cfg.layers_per_block < 1:
-        raise ValueError(f"model.layers_per_block must be >= 1, got {cfg.layers_per_block}")
-    for mult in cfg.channel_mults:
-        width = cfg.base_channels * mult
-        if width % cfg.norm_groups:
-            raise ValueError(
-                f"model.norm_groups={cfg.norm_groups} must divide every level's channels, but "
-                f"{cfg.base_channels} x {mult} = {width}; change norm_groups or base_channels"
-            )
-    for mult, attention in zip(cfg.channel_mults, cfg.attention_levels):
-        if attention and (cfg.base_channels * mult) % cfg.attention_head_dim:
-            raise ValueError(
-                f"model.attention_head_dim={cfg.attention_head_dim} must divide {cfg.base_channels * mult} "
-                f"channels at an attention level; change attention_head_dim or base_channels"
-            )
-    factor = 2 ** (len(cfg.channel_mults) - 1)
-    if image_size % factor:
-        raise ValueError(
-            f"image_size={image_size} must be divisible by 2^(levels - 1) = {factor} for "
-            f"{len(cfg.channel_mults)} resolution levels; change data.image_size or model.channel_mults"
-        )
+    problems = model_problems(model_config, image_size)
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def build_model(model_config, image_size: int) -> ConditionalUNet:

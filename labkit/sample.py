@@ -17,13 +17,16 @@ size or the chunking.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
+from tqdm.auto import tqdm
 
+from labkit.images import EVALUATOR_SIZE, resize_to, to_uint8
+from labkit.labels import LabelSpace
 from labkit.runtime import autocast, resolve_precision, show_progress
 
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
@@ -37,7 +40,7 @@ def make_scheduler(name: str, schedule, num_inference_steps: int, clip_sample: b
     handed to ``step`` is always ε (see :func:`sample`). ``clip_sample`` clips the predicted x0
     to [-1, 1] (DDPM, DDIM) or applies dynamic thresholding (DPM-Solver++).
     """
-    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler  # slow to import: only when sampling
 
     common = dict(
         num_train_timesteps=schedule.num_train_timesteps,
@@ -121,7 +124,7 @@ def judge_log_likelihood(judge, x0: torch.Tensor, labels: torch.Tensor) -> torch
 
     x0: (B, 3, H, W) in [-1, 1] (resized to 64x64 as the evaluator expects); differentiable.
     """
-    x = x0 if x0.shape[-1] == 64 else F.interpolate(x0, size=(64, 64), mode="bilinear", align_corners=False)
+    x = resize_to(x0, EVALUATOR_SIZE)
     probabilities = judge.network(x.to(judge.device)).float().clamp(1e-6, 1 - 1e-6)  # (B, 24)
     labels = labels.to(probabilities.device)
     return (labels * probabilities.log() + (1 - labels) * (1 - probabilities).log()).sum(dim=1)
@@ -161,8 +164,64 @@ class SampleResult:
         return self.wall_s / max(1, len(self.images))
 
 
-def _to_uint8(x: torch.Tensor) -> torch.Tensor:
-    return x.float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu()
+@dataclass
+class SampleSettings:
+    """How :func:`sample` samples (the defaults of its keyword arguments)."""
+
+    sampler: str = "dpmsolver++"  # "ddpm", "ddim" or "dpmsolver++"
+    num_inference_steps: int = 20
+    guidance_scale: float = 1.0  # w in ε = ε_u + w (ε_c − ε_u); 1 = conditional only
+    eta: float = 0.0  # DDIM only
+    batch_size: int = 64  # images per network call (x2 with CFG)
+    judge_guidance_scale: float = 0.0  # evaluator guidance; 0 = off
+    cfg_mode: str = "batched"  # "batched" (one call on 2B) or "separate" (two calls)
+    clip_sample: bool = True
+    precision: str = "fp32"  # resolved: "bf16", "fp16" or "fp32"
+
+    def step_kwargs(self, generators: list[torch.Generator]) -> dict:
+        """Extra arguments of ``scheduler.step``: per-image generators for DDPM and DDIM, ``eta`` for DDIM."""
+        if self.sampler == "ddim":
+            return {"eta": self.eta, "generator": generators}
+        return {"generator": generators} if self.sampler == "ddpm" else {}
+
+
+@dataclass
+class ChunkResult:
+    """One chunk of :func:`sample`: images (b, 3, S, S) and, when asked for, uint8 trajectory and x̂0 per step."""
+
+    images: torch.Tensor
+    timesteps: list[int]
+    trajectory: list[torch.Tensor] = field(default_factory=list)
+    pred_x0: list[torch.Tensor] = field(default_factory=list)
+
+
+def sample_chunk(
+    model, schedule, labels: torch.Tensor, seeds: Sequence[int], size: int, settings: SampleSettings,
+    judge=None, return_trajectory: bool = False, on_step=None,
+) -> ChunkResult:
+    """The sampling loop for one chunk of images (labels (b, 24) on the model's device, one seed per image)."""
+    generators = image_generators(seeds)
+    scheduler = make_scheduler(settings.sampler, schedule, settings.num_inference_steps, clip_sample=settings.clip_sample)
+    x_t = initial_noise(generators, (3, size, size)).to(labels.device)  # x_T, (b, 3, S, S)
+    result = ChunkResult(images=x_t, timesteps=[int(t) for t in scheduler.timesteps])
+    if return_trajectory:
+        result.trajectory.append(to_uint8(x_t).cpu())
+    for timestep in scheduler.timesteps:
+        eps = guided_epsilon(
+            model, schedule, x_t, int(timestep), labels, settings.guidance_scale, settings.cfg_mode, settings.precision
+        )
+        if judge is not None:
+            eps = judge_guidance(judge, schedule, x_t, eps, int(timestep), labels, settings.judge_guidance_scale)
+        if return_trajectory:
+            alpha_prod_t = schedule.alphas_cumprod[int(timestep)]
+            result.pred_x0.append(to_uint8((x_t - (1 - alpha_prod_t).sqrt() * eps) / alpha_prod_t.sqrt()).cpu())
+        x_t = scheduler.step(eps, timestep, x_t, **settings.step_kwargs(generators)).prev_sample
+        if return_trajectory:
+            result.trajectory.append(to_uint8(x_t).cpu())
+        if on_step is not None:
+            on_step()
+    result.images = x_t.float().clamp(-1, 1).cpu()
+    return result
 
 
 @torch.no_grad()
@@ -194,74 +253,51 @@ def sample(
     guidance_scale: w in ε = ε_u + w (ε_c − ε_u); 1 = conditional only, no guidance.
     seed / seeds: image i uses ``seeds[i]`` (default ``seed + i``).
     batch_size: at most this many images per network call (x2 with CFG); larger label sets
-        are sampled in chunks, with identical results.
+        are sampled in chunks (:func:`sample_chunk`), with identical results.
     judge / judge_guidance_scale: evaluator guidance (off when the scale is 0); results are
         marked ``judge_guided``.
-    Returns a :class:`SampleResult` with CPU tensors.
+    Returns a :class:`SampleResult` with CPU tensors (trajectory and x̂0 as uint8 when asked for).
     """
-    from tqdm.auto import tqdm
-
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    precision = resolve_precision(precision, device)
-    labels = labels.float()
+    settings = SampleSettings(
+        sampler, num_inference_steps, guidance_scale, eta, batch_size, judge_guidance_scale, cfg_mode, clip_sample,
+        resolve_precision(precision, device),
+    )
     count = labels.shape[0]
     seeds = list(seeds) if seeds is not None else [seed + i for i in range(count)]
     if len(seeds) != count:
         raise ValueError(f"{len(seeds)} seeds for {count} label rows; give one seed per image")
     size = image_size or getattr(model, "sample_size", None) or _infer_size(model)
-    use_judge = judge is not None and judge_guidance_scale > 0
-    schedule = schedule.to(device)
-
-    images, trajectories, predictions = [], [], []
-    timesteps_used: list[int] = []
-    calls_per_step = 1 if guidance_scale == 1.0 else 2
+    guide = judge if judge is not None and judge_guidance_scale > 0 else None
+    schedule, labels = schedule.to(device), labels.float().to(device)
     start = time.perf_counter()
-    chunks = range(0, count, batch_size)
-    bar = tqdm(total=len(chunks) * num_inference_steps, desc=f"sample {sampler}", disable=not show_progress(progress))
-    for begin in chunks:
-        end = min(begin + batch_size, count)
-        generators = image_generators(seeds[begin:end])
-        scheduler = make_scheduler(sampler, schedule, num_inference_steps, clip_sample=clip_sample)
-        x_t = initial_noise(generators, (3, size, size)).to(device)  # (b, 3, S, S)
-        chunk_labels = labels[begin:end].to(device)
-        chunk_trajectory, chunk_predictions = [_to_uint8(x_t)] if return_trajectory else [], []
-        for timestep in scheduler.timesteps:
-            eps = guided_epsilon(model, schedule, x_t, int(timestep), chunk_labels, guidance_scale, cfg_mode, precision)
-            if use_judge:
-                eps = judge_guidance(judge, schedule, x_t, eps, int(timestep), chunk_labels, judge_guidance_scale)
-            if return_trajectory:
-                alpha_prod_t = schedule.alphas_cumprod[int(timestep)]
-                chunk_predictions.append(_to_uint8((x_t - (1 - alpha_prod_t).sqrt() * eps) / alpha_prod_t.sqrt()))
-            step_kwargs = {"generator": generators} if sampler == "ddpm" else {}
-            if sampler == "ddim":
-                step_kwargs = {"eta": eta, "generator": generators}
-            x_t = scheduler.step(eps, timestep, x_t, **step_kwargs).prev_sample
-            if return_trajectory:
-                chunk_trajectory.append(_to_uint8(x_t))
-            bar.update(1)
-        timesteps_used = [int(t) for t in scheduler.timesteps]
-        images.append(x_t.float().clamp(-1, 1).cpu())
-        if return_trajectory:
-            trajectories.append(torch.stack(chunk_trajectory, dim=0))
-            predictions.append(torch.stack(chunk_predictions, dim=0))
+    starts = range(0, count, batch_size)
+    bar = tqdm(total=len(starts) * num_inference_steps, desc=f"sample {sampler}", disable=not show_progress(progress))
+    chunks = [
+        sample_chunk(model, schedule, labels[i : i + batch_size], seeds[i : i + batch_size], size, settings, guide,
+                     return_trajectory, on_step=lambda: bar.update(1))
+        for i in starts
+    ]
     bar.close()
+    return collect_chunks(chunks, settings, time.perf_counter() - start, judge_guided=guide is not None)
+
+
+def collect_chunks(chunks: list[ChunkResult], settings: SampleSettings, wall_s: float, judge_guided: bool) -> SampleResult:
+    """One :class:`SampleResult` from the chunks of :func:`sample`, in label order."""
+    timesteps = chunks[-1].timesteps if chunks else []
+    with_trajectory = bool(chunks and chunks[0].trajectory)
     return SampleResult(
-        images=torch.cat(images),
-        timesteps=timesteps_used,
-        network_evaluations=len(timesteps_used) * calls_per_step,
-        wall_s=time.perf_counter() - start,
-        trajectory=torch.cat(trajectories, dim=1) if return_trajectory else None,
-        pred_x0=torch.cat(predictions, dim=1) if return_trajectory else None,
-        judge_guided=use_judge,
-        settings={
-            "sampler": sampler,
-            "num_inference_steps": len(timesteps_used),
-            "guidance_scale": guidance_scale,
-            "eta": eta,
-            "judge_guidance_scale": judge_guidance_scale if use_judge else 0.0,
-            "cfg_mode": cfg_mode,
-            "precision": precision,
-        },
+        images=torch.cat([chunk.images for chunk in chunks]),
+        timesteps=timesteps,
+        network_evaluations=len(timesteps) * (1 if settings.guidance_scale == 1.0 else 2),
+        wall_s=wall_s,
+        trajectory=torch.cat([torch.stack(c.trajectory) for c in chunks], dim=1) if with_trajectory else None,
+        pred_x0=torch.cat([torch.stack(c.pred_x0) for c in chunks], dim=1) if with_trajectory else None,
+        judge_guided=judge_guided,
+        settings=dict(
+            dataclasses.asdict(settings), num_inference_steps=len(timesteps),
+            judge_guidance_scale=settings.judge_guidance_scale if judge_guided else 0.0,
+        ),
     )
 
 
@@ -343,8 +379,6 @@ def sample_conditions(
     **overrides,
 ) -> SampleResult:
     """Sample one image per label list with the config's sampling defaults (overridable)."""
-    from labkit.data import LabelSpace
-
     label_space = label_space or LabelSpace.default()
     settings = dict(
         sampler=config.sample.sampler,

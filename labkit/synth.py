@@ -49,7 +49,8 @@ from typing import Sequence, Union
 
 import torch
 
-from labkit.data import COLORS, MAX_OBJECTS, SHAPES, LabelSpace, encode_png, resize_square
+from labkit.images import encode_png, resize_square
+from labkit.labels import COLORS, MAX_OBJECTS, SHAPES, LabelSpace
 from labkit.runtime import atomic_write_text, show_progress
 
 RENDERER_VERSION = "3"  # bump whenever the pixels of a scene change

@@ -20,9 +20,7 @@ import copy
 import csv
 import math
 import os
-import random
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -30,18 +28,31 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from labkit import data as data_module
+from labkit.checkpoint import (  # noqa: F401  (load_model, find_checkpoint, snapshot_path: also reachable as labkit.train.*)
+    check_resumable,
+    checkpoint_dir,
+    find_checkpoint,
+    load_model,
+    read_checkpoint,
+    rng_state,
+    save_checkpoint,
+    save_snapshot,
+    set_rng_state,
+    snapshot_path,
+)
 from labkit.config import LabConfig
+from labkit.model import build_model
 from labkit.runtime import (
-    atomic_save,
     autocast,
-    get_device,
     resolve_channels_last,
     resolve_precision,
     seed_everything,
     show_progress,
 )
+from labkit.schedules import NoiseSchedule
 
 LOG_COLUMNS = ("step", "loss", "lr", "images_per_s", "elapsed_s")
 
@@ -196,68 +207,6 @@ def make_batch(
     return x0
 
 
-# ---- checkpoints ------------------------------------------------------------------------------
-def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
-    return Path(run_dir) / "checkpoints"
-
-
-def find_checkpoint(run_dir: str | os.PathLike, which: str = "best") -> Path:
-    """``best.pt`` when asked for and present, else ``last.pt``; a clear error when neither exists."""
-    folder = checkpoint_dir(run_dir)
-    for name in ([f"{which}.pt"] if which == "last" else [f"{which}.pt", "last.pt"]):
-        if (folder / name).exists():
-            return folder / name
-    raise FileNotFoundError(
-        f"no checkpoint in {folder}; train first (python -m labkit train, or notebook 04_training)"
-    )
-
-
-def _rng_state(noise_generator: torch.Generator) -> dict:
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(), "noise": noise_generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict, noise_generator: torch.Generator) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    noise_generator.set_state(state["noise"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def load_model(
-    run_dir: str | os.PathLike | None = None,
-    which: str = "best",
-    use_ema: bool = True,
-    device: str | torch.device | None = None,
-    config: LabConfig | None = None,
-):
-    """Load a trained model for sampling: ``(model, schedule, config)``.
-
-    ``run_dir`` defaults to ``config.run_dir``; ``which`` is "best" (falls back to "last") or
-    "last"; the EMA weights are used unless ``use_ema=False``. The model is in eval mode.
-    """
-    from labkit.model import build_model
-    from labkit.schedules import NoiseSchedule
-
-    if run_dir is None:
-        if config is None:
-            raise ValueError("load_model needs run_dir or config")
-        run_dir = config.run_dir
-    path = find_checkpoint(run_dir, which)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    config = LabConfig.from_dict(checkpoint["config"])
-    device = get_device(str(device) if device else None)
-    model = build_model(config.model, config.data.image_size)
-    model.load_state_dict(checkpoint["ema"] if use_ema and checkpoint.get("ema") else checkpoint["model"])
-    model.to(device).eval().requires_grad_(False)
-    schedule = NoiseSchedule.from_config(config.diffusion).to(device)
-    model.checkpoint_step = checkpoint["step"]
-    return model, schedule, config
-
-
 # ---- the run -----------------------------------------------------------------------------------
 @dataclass
 class TrainResult:
@@ -286,267 +235,299 @@ def _reset_log(log_path: Path, resumed_step: int) -> None:
         writer.writerows(rows)
 
 
+# ---- the run: fixed pieces, changing state, one step, logging, saving -----------------------------
+@dataclass
+class RunSetup:
+    """What stays fixed during a run: processes, device, precision, data and noise schedule."""
+
+    config: LabConfig
+    accelerator: object  # accelerate.Accelerator
+    device: torch.device
+    rank: int
+    world_size: int
+    is_main: bool
+    precision: str  # "bf16", "fp16" or "fp32"
+    channels_last: bool
+    images: torch.Tensor  # uint8 (N, 3, S, S), on the device when it fits
+    labels: torch.Tensor  # (N, 24) multi-hot
+    schedule: NoiseSchedule
+
+    @property
+    def last_path(self) -> Path:
+        return checkpoint_dir(self.config.run_dir) / "last.pt"
+
+
+@dataclass
+class TrainState:
+    """What changes during a run, and what a checkpoint holds."""
+
+    model: nn.Module
+    ema: EMA | None  # main process only
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: torch.optim.lr_scheduler.LambdaLR
+    grad_scaler: torch.amp.GradScaler
+    sampler: BatchSampler
+    noise_generator: torch.Generator
+    step: int = 0
+    best_accuracy: float | None = None
+
+
+def prepare_run(config: LabConfig, resume: bool, training_set=None, progress: bool = True) -> RunSetup:
+    """Processes, device and precision; the old run moved aside when not resuming; the data on the device."""
+    from accelerate import Accelerator
+
+    config.validate()  # bad settings fail here, before any work
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    device, world_size = accelerator.device, accelerator.num_processes
+    if config.train.batch_size % world_size:
+        raise ValueError(f"train.batch_size={config.train.batch_size} must divide evenly over {world_size} processes")
+    precision = resolve_precision(config.train.precision, device)
+    seed_everything(config.train.seed + accelerator.process_index)
+    run_dir = config.run_dir
+    if accelerator.is_main_process and not resume and run_dir.exists() and any(run_dir.iterdir()):
+        aside = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir.rename(aside)
+        print(f"moved the previous run {run_dir} to {aside}")
+    accelerator.wait_for_everyone()
+    if training_set is None:
+        training_set = data_module.load_training_set(config.data, progress=progress and accelerator.is_main_process)
+    images, labels = training_set.images, training_set.labels
+    if config.train.data_on_device and device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if images.numel() + labels.numel() * 4 < 0.3 * free:
+            images, labels = images.to(device), labels.to(device)
+    return RunSetup(
+        config, accelerator, device, accelerator.process_index, world_size, accelerator.is_main_process, precision,
+        resolve_channels_last(config.train.channels_last, device, precision), images, labels,
+        NoiseSchedule.from_config(config.diffusion).to(device),
+    )
+
+
+def build_state(setup: RunSetup) -> TrainState:
+    """A fresh model (with its EMA on the main process), AdamW, warm-up + cosine LR, grad scaler, data order."""
+    config, device = setup.config, setup.device
+    train_config = config.train
+    model = build_model(config.model, config.data.image_size).to(device)
+    if setup.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    fused = device.type == "cuda" or (device.type == "cpu" and torch.__version__ >= "2.4")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay, fused=fused)
+    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: lr_factor(step, train_config.warmup_steps, train_config.steps, train_config.min_lr_ratio),
+    )
+    return TrainState(
+        model=model,
+        ema=EMA(model, train_config.ema_decay, train_config.ema_warmup_steps) if setup.is_main else None,
+        optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
+        grad_scaler=torch.amp.GradScaler(device.type, enabled=setup.precision == "fp16"),
+        sampler=BatchSampler(
+            len(setup.labels), train_config.batch_size // setup.world_size, seed=train_config.seed,
+            rank=setup.rank, world_size=setup.world_size,
+        ),
+        noise_generator=torch.Generator(device=device).manual_seed(train_config.seed * 1000 + setup.rank),
+    )
+
+
+def resume_state(state: TrainState, setup: RunSetup) -> None:
+    """Continue from ``last.pt``: weights, EMA, optimiser, LR schedule, scaler, data order and RNG of this process."""
+    checkpoint = read_checkpoint(setup.last_path)
+    check_resumable(checkpoint, setup.config, setup.last_path)
+    state.model.load_state_dict(checkpoint["model"])
+    state.optimizer.load_state_dict(checkpoint["optimizer"])
+    state.lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
+    state.grad_scaler.load_state_dict(checkpoint["grad_scaler"])
+    state.sampler.load_state_dict(checkpoint["sampler"][min(setup.rank, len(checkpoint["sampler"]) - 1)])
+    if len(checkpoint["rng"]) > setup.rank:
+        set_rng_state(checkpoint["rng"][setup.rank], state.noise_generator)
+    else:  # saved by the main process alone (an interrupt): give this process a fresh stream
+        state.noise_generator.manual_seed(setup.config.train.seed * 1000 + setup.rank + 7919 * checkpoint["step"])
+    if state.ema is not None:
+        state.ema.load_state_dict(checkpoint["ema"])
+    state.step, state.best_accuracy = checkpoint["step"], checkpoint.get("best_accuracy")
+    if setup.is_main:
+        print(f"resumed {setup.config.run_dir} at step {state.step}")
+
+
+def train_step(state: TrainState, setup: RunSetup, network: nn.Module) -> torch.Tensor:
+    """One optimiser step on the next batch (``network`` is the prepared, maybe compiled, model); returns the
+    loss on the device (no host sync)."""
+    config = setup.config
+    indices = state.sampler.next_indices()
+    x0 = make_batch(setup.images, indices, config.data.hflip, state.noise_generator, setup.channels_last)
+    batch_labels = setup.labels[indices.to(setup.labels.device)].to(setup.device, non_blocking=True)
+    with autocast(setup.device, setup.precision):
+        loss = diffusion_loss(
+            network, setup.schedule, x0, batch_labels, cond_drop_prob=config.train.cond_drop_prob,
+            min_snr_gamma=config.diffusion.min_snr_gamma, generator=state.noise_generator,
+        )
+    state.optimizer.zero_grad(set_to_none=True)
+    state.grad_scaler.scale(loss).backward()
+    if config.train.grad_clip > 0:
+        state.grad_scaler.unscale_(state.optimizer)
+        torch.nn.utils.clip_grad_norm_(network.parameters(), config.train.grad_clip)
+    state.grad_scaler.step(state.optimizer)
+    state.grad_scaler.update()
+    state.lr_scheduler.step()
+    if state.ema is not None:
+        state.ema.update(setup.accelerator.unwrap_model(state.model), state.step)
+    state.step += 1
+    return loss.detach()
+
+
+def save_state(state: TrainState, setup: RunSetup, path: Path, gather: bool = True) -> None:
+    """Write a resumable checkpoint. Every process calls this with ``gather=True`` (a collective: each one's data
+    order and RNG state is kept so each resumes its own stream); ``gather=False``: the main process alone."""
+    samplers, rngs = [state.sampler.state_dict()], [rng_state(state.noise_generator)]
+    if gather and setup.world_size > 1:
+        from accelerate.utils import gather_object
+
+        samplers, rngs = gather_object(samplers), gather_object(rngs)
+    if not setup.is_main:
+        return
+    save_checkpoint(
+        path,
+        config=setup.config.to_dict(),
+        step=state.step,
+        model=setup.accelerator.unwrap_model(state.model).state_dict(),
+        ema=state.ema.state_dict() if state.ema is not None else None,
+        optimizer=state.optimizer.state_dict(),
+        lr_scheduler=state.lr_scheduler.state_dict(),
+        grad_scaler=state.grad_scaler.state_dict(),
+        sampler=samplers,
+        rng=rngs,
+        best_accuracy=state.best_accuracy,
+        world_size=setup.world_size,
+    )
+
+
+class TrainLog:
+    """The loss averaged on the device between log rows; each row goes to ``log.csv``, TensorBoard and ``on_log``."""
+
+    def __init__(self, setup: RunSetup, step: int, result: "TrainResult", on_log: Callable[[dict], None] | None):
+        self.setup, self.result, self.on_log = setup, result, on_log
+        self.path = setup.config.run_dir / "log.csv"
+        self.running_loss = torch.zeros((), device=setup.device)
+        self.count = 0
+        self.start = self.window_start = time.perf_counter()
+        self.window_step = step
+        self.tensorboard = None
+        if setup.is_main:
+            setup.config.run_dir.mkdir(parents=True, exist_ok=True)
+            setup.config.save(setup.config.run_dir / "config.json")
+            _reset_log(self.path, step)
+            self.tensorboard = _maybe_tensorboard(setup.config.run_dir)
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.running_loss += loss
+        self.count += 1
+
+    def write(self, state: TrainState, bar) -> None:
+        """Average the losses since the last row over every process (the one host sync) and record the row."""
+        mean_loss = self.setup.accelerator.reduce(self.running_loss / self.count, reduction="mean").item()
+        now = time.perf_counter()
+        images_per_s = (state.step - self.window_step) * self.setup.config.train.batch_size / max(now - self.window_start, 1e-9)
+        row = {
+            "step": state.step, "loss": mean_loss, "lr": state.lr_scheduler.get_last_lr()[0],
+            "images_per_s": images_per_s, "elapsed_s": now - self.start,
+        }
+        self.running_loss.zero_()
+        self.count = 0
+        self.window_start, self.window_step = now, state.step
+        if not self.setup.is_main:
+            return
+        _append_log(self.path, row)
+        self.result.losses.append((state.step, mean_loss))
+        self.result.images_per_s = images_per_s
+        bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_s:.1f}")
+        if self.tensorboard is not None:
+            for key in ("loss", "lr", "images_per_s"):
+                self.tensorboard.add_scalar(f"train/{key}", row[key], state.step)
+        if self.on_log is not None:
+            self.on_log(row)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def after_step(state: TrainState, setup: RunSetup, end_step: int, log: TrainLog, bar, callbacks: dict) -> None:
+    """Log, preview, evaluate (``best.pt`` on a better accuracy), checkpoint and snapshot when their step comes."""
+    train_config, step, main = setup.config.train, state.step, setup.is_main
+    if step % train_config.log_every == 0 or step == end_step:
+        log.write(state, bar)
+    if main and callbacks.get("on_preview") and train_config.preview_every and step % train_config.preview_every == 0:
+        callbacks["on_preview"](state.ema.model, setup.schedule, step)
+    if main and callbacks.get("on_eval") and train_config.eval_every and step % train_config.eval_every == 0:
+        accuracy = callbacks["on_eval"](state.ema.model, setup.schedule, step)
+        if accuracy is not None and (state.best_accuracy is None or accuracy > state.best_accuracy):
+            state.best_accuracy = accuracy
+            save_state(state, setup, checkpoint_dir(setup.config.run_dir) / "best.pt", gather=False)
+    if step % train_config.checkpoint_every == 0 or step == end_step:
+        save_state(state, setup, setup.last_path)
+    if main and train_config.snapshot_every and step % train_config.snapshot_every == 0:
+        save_snapshot(state.ema.model, setup.config, step)
+
+
 def train(
     config: LabConfig,
     resume: bool = True,
     progress: bool = True,
     stop_at_step: int | None = None,
-    judge=None,
     training_set=None,
     on_log: Callable[[dict], None] | None = None,
+    on_eval: Callable[[nn.Module, NoiseSchedule, int], float | None] | None = None,
+    on_preview: Callable[[nn.Module, NoiseSchedule, int], None] | None = None,
 ) -> TrainResult:
     """Train (or continue) the run ``config.run_dir`` up to ``config.train.steps`` optimiser steps.
 
     resume: continue from ``checkpoints/last.pt`` when it exists (else start fresh; an existing
         run folder is then moved aside, never overwritten).
     stop_at_step: stop early after this step with a checkpoint (a simulated interruption).
-    judge: a :class:`labkit.evaluate.Judge` for the periodic test accuracy (``eval_every``);
-        ``None`` loads it lazily when ``eval_every > 0``.
     training_set: a :class:`labkit.data.TrainingSet` (default: loaded from ``config.data``).
-    on_log: called on the main process with each log row (for live plots).
-    The global batch is ``config.train.batch_size``, split evenly across processes.
+    on_log(row): each log row (dict with step, loss, lr, images_per_s, elapsed_s), e.g. for live plots.
+    on_eval(ema_model, schedule, step) -> accuracy: every ``train.eval_every`` steps; a better accuracy
+        than before writes ``checkpoints/best.pt``.
+    on_preview(ema_model, schedule, step): every ``train.preview_every`` steps (e.g. a grid of samples).
+    Callbacks run on the main process only. The global batch is ``config.train.batch_size``, split
+    evenly across processes. :func:`labkit.lab.run_train` passes the lab's preview and evaluation.
     """
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
-
-    from labkit.model import build_model
-    from labkit.schedules import NoiseSchedule
-
-    train_config = config.train
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    device = accelerator.device
-    rank, world_size = accelerator.process_index, accelerator.num_processes
-    is_main = accelerator.is_main_process
-    if train_config.batch_size % world_size:
-        raise ValueError(
-            f"train.batch_size={train_config.batch_size} must divide evenly over {world_size} processes"
-        )
-    local_batch = train_config.batch_size // world_size
-    precision = resolve_precision(train_config.precision, device)
-    channels_last = resolve_channels_last(train_config.channels_last, device, precision)
-    seed_everything(train_config.seed + rank)
-
-    run_dir = config.run_dir
-    last_path = checkpoint_dir(run_dir) / "last.pt"
-    if is_main and not resume and run_dir.exists() and any(run_dir.iterdir()):
-        aside = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-        run_dir.rename(aside)
-        print(f"moved the previous run {run_dir} to {aside}")
-    accelerator.wait_for_everyone()
-
-    # data, on the device as uint8 when it fits
-    if training_set is None:
-        training_set = data_module.load_training_set(config.data, progress=progress and is_main)
-    images = training_set.images
-    labels_all = training_set.labels
-    if train_config.data_on_device and device.type == "cuda":
-        needed = images.numel() + labels_all.numel() * 4
-        free, _ = torch.cuda.mem_get_info(device)
-        if needed < 0.3 * free:
-            images, labels_all = images.to(device), labels_all.to(device)
-
-    # model, optimiser, schedule
-    model = build_model(config.model, config.data.image_size).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    ema = EMA(model, train_config.ema_decay, train_config.ema_warmup_steps) if is_main else None
-    fused = device.type == "cuda" or (device.type == "cpu" and torch.__version__ >= "2.4")
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay, fused=fused
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: lr_factor(step, train_config.warmup_steps, train_config.steps, train_config.min_lr_ratio),
-    )
-    grad_scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    schedule = NoiseSchedule.from_config(config.diffusion).to(device)
-    noise_generator = torch.Generator(device=device).manual_seed(train_config.seed * 1000 + rank)
-    sampler = BatchSampler(len(training_set), local_batch, seed=train_config.seed, rank=rank, world_size=world_size)
-    step = 0
-    best_accuracy = None
-
-    if resume and last_path.exists():
-        checkpoint = torch.load(last_path, map_location="cpu", weights_only=False)
-        _check_resumable(checkpoint, config, last_path)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["lr_scheduler"])
-        grad_scaler.load_state_dict(checkpoint["grad_scaler"])
-        sampler.load_state_dict(checkpoint["sampler"][min(rank, len(checkpoint["sampler"]) - 1)])
-        if len(checkpoint["rng"]) > rank:
-            _set_rng_state(checkpoint["rng"][rank], noise_generator)
-        else:  # saved by the main process alone (an interrupt): give this process a fresh stream
-            noise_generator.manual_seed(train_config.seed * 1000 + rank + 7919 * checkpoint["step"])
-        if ema is not None:
-            ema.load_state_dict(checkpoint["ema"])
-        step = checkpoint["step"]
-        best_accuracy = checkpoint.get("best_accuracy")
-        if is_main:
-            print(f"resumed {run_dir} at step {step}")
-
-    if step >= train_config.steps:
-        accelerator.wait_for_everyone()
-        return TrainResult(run_dir, step, best_accuracy=best_accuracy, last_checkpoint=last_path)
-
-    compiled = torch.compile(model) if train_config.compile else model
-    compiled, optimizer = accelerator.prepare(compiled, optimizer)
-
-    log_path = run_dir / "log.csv"
-    tensorboard = None
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config.save(run_dir / "config.json")
-        _reset_log(log_path, step)
-        tensorboard = _maybe_tensorboard(run_dir)
-    if judge is None and train_config.eval_every and is_main:
-        from labkit.evaluate import load_judge
-
-        judge = load_judge(config, device=device, progress=progress)
-
-    def save_checkpoint(path: Path, current_step: int, gather: bool = True) -> None:
-        # Every process calls this with gather=True (a collective): each one's sampler and RNG
-        # state is kept so each resumes its own random stream. gather=False: main process only.
-        samplers, rngs = [sampler.state_dict()], [_rng_state(noise_generator)]
-        if gather and world_size > 1:
-            from accelerate.utils import gather_object
-
-            samplers, rngs = gather_object(samplers), gather_object(rngs)
-        if not is_main:
-            return
-        atomic_save(
-            {
-                "config": config.to_dict(),
-                "step": current_step,
-                "model": accelerator.unwrap_model(model).state_dict(),
-                "ema": ema.state_dict() if ema is not None else None,
-                "optimizer": optimizer.state_dict(),
-                "lr_scheduler": scheduler.state_dict(),
-                "grad_scaler": grad_scaler.state_dict(),
-                "sampler": samplers,
-                "rng": rngs,
-                "best_accuracy": best_accuracy,
-                "world_size": world_size,
-            },
-            path,
-        )
-
-    result = TrainResult(run_dir, step)
-    end_step = min(train_config.steps, stop_at_step) if stop_at_step is not None else train_config.steps
-    running_loss = torch.zeros((), device=device)
-    running_count = 0
-    window_start, window_step = time.perf_counter(), step
-    start_time = time.perf_counter()
-    bar = tqdm(total=end_step, initial=step, desc=f"train {config.run_name}", disable=not show_progress(progress and is_main))
-    compiled.train()
+    setup = prepare_run(config, resume, training_set, progress)
+    state = build_state(setup)
+    if resume and setup.last_path.exists():
+        resume_state(state, setup)
+    if state.step >= config.train.steps:
+        setup.accelerator.wait_for_everyone()
+        return TrainResult(config.run_dir, state.step, best_accuracy=state.best_accuracy, last_checkpoint=setup.last_path)
+    network = torch.compile(state.model) if config.train.compile else state.model
+    network, state.optimizer = setup.accelerator.prepare(network, state.optimizer)
+    result = TrainResult(config.run_dir, state.step)
+    log = TrainLog(setup, state.step, result, on_log)
+    end_step = min(config.train.steps, stop_at_step) if stop_at_step is not None else config.train.steps
+    callbacks = {"on_eval": on_eval, "on_preview": on_preview}
+    bar = tqdm(total=end_step, initial=state.step, desc=f"train {config.run_name}",
+               disable=not show_progress(progress and setup.is_main))
+    network.train()
     try:
-        while step < end_step:
-            indices = sampler.next_indices()
-            x0 = make_batch(images, indices, config.data.hflip, noise_generator, channels_last)
-            batch_labels = labels_all[indices.to(labels_all.device)].to(device, non_blocking=True)
-            with autocast(device, precision):
-                loss = diffusion_loss(
-                    compiled,
-                    schedule,
-                    x0,
-                    batch_labels,
-                    cond_drop_prob=train_config.cond_drop_prob,
-                    min_snr_gamma=config.diffusion.min_snr_gamma,
-                    generator=noise_generator,
-                )
-            optimizer.zero_grad(set_to_none=True)
-            grad_scaler.scale(loss).backward()
-            if train_config.grad_clip > 0:
-                grad_scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(compiled.parameters(), train_config.grad_clip)
-            grad_scaler.step(optimizer)
-            grad_scaler.update()
-            scheduler.step()
-            if ema is not None:
-                ema.update(accelerator.unwrap_model(model), step)
-            running_loss += loss.detach()
-            running_count += 1
-            step += 1
+        while state.step < end_step:
+            log.add(train_step(state, setup, network))
             bar.update(1)
-
-            if step % train_config.log_every == 0 or step == end_step:
-                mean_loss = accelerator.reduce(running_loss / running_count, reduction="mean").item()  # the one sync
-                now = time.perf_counter()
-                images_per_s = (step - window_step) * train_config.batch_size / max(now - window_start, 1e-9)
-                row = {
-                    "step": step,
-                    "loss": mean_loss,
-                    "lr": scheduler.get_last_lr()[0],
-                    "images_per_s": images_per_s,
-                    "elapsed_s": now - start_time,
-                }
-                running_loss.zero_()
-                running_count = 0
-                window_start, window_step = now, step
-                if is_main:
-                    _append_log(log_path, row)
-                    result.losses.append((step, mean_loss))
-                    result.images_per_s = images_per_s
-                    bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_s:.1f}")
-                    if tensorboard is not None:
-                        for key in ("loss", "lr", "images_per_s"):
-                            tensorboard.add_scalar(f"train/{key}", row[key], step)
-                    if on_log is not None:
-                        on_log(row)
-            if is_main and train_config.preview_every and step % train_config.preview_every == 0:
-                save_preview(ema.model, schedule, config, step, device)
-            if train_config.eval_every and step % train_config.eval_every == 0 and judge is not None and is_main:
-                accuracy = evaluate_during_training(ema.model, schedule, config, judge, device, run_dir, step)
-                if best_accuracy is None or accuracy > best_accuracy:
-                    best_accuracy = accuracy
-                    save_checkpoint(checkpoint_dir(run_dir) / "best.pt", step, gather=False)
-            if step % train_config.checkpoint_every == 0 or step == end_step:
-                save_checkpoint(last_path, step)
-            if is_main and train_config.snapshot_every and step % train_config.snapshot_every == 0:
-                save_snapshot(ema.model, config, step)
+            after_step(state, setup, end_step, log, bar, callbacks)
     except KeyboardInterrupt:
-        if is_main:
-            print(f"interrupted at step {step}; saving {last_path} so the run can resume")
-        save_checkpoint(last_path, step, gather=False)
+        if setup.is_main:
+            print(f"interrupted at step {state.step}; saving {setup.last_path} so the run can resume")
+        save_state(state, setup, setup.last_path, gather=False)
         raise
     finally:
         bar.close()
-        if tensorboard is not None:
-            tensorboard.close()
-    accelerator.wait_for_everyone()
-    result.step = step
-    result.wall_s = time.perf_counter() - start_time
-    result.best_accuracy = best_accuracy
-    result.last_checkpoint = last_path
-    result.model = accelerator.unwrap_model(model)
-    result.ema_model = ema.model if ema is not None else None
+        log.close()
+    setup.accelerator.wait_for_everyone()
+    result.step, result.wall_s, result.best_accuracy = state.step, time.perf_counter() - log.start, state.best_accuracy
+    result.last_checkpoint = setup.last_path
+    result.model = setup.accelerator.unwrap_model(state.model)
+    result.ema_model = state.ema.model if state.ema is not None else None
     return result
-
-
-def snapshot_path(run_dir: str | os.PathLike, step: int) -> Path:
-    """Where the EMA snapshot of ``step`` is kept: ``checkpoints/ema_XXXXXX.pt``."""
-    return checkpoint_dir(run_dir) / f"ema_{step:06d}.pt"
-
-
-def save_snapshot(ema_model: nn.Module, config: LabConfig, step: int) -> Path:
-    """Keep the EMA weights of ``step`` (fp16, with the config) for learning curves and
-    denoising rows at several points of one run; :func:`load_model` reads them with ``which="ema_XXXXXX"``."""
-    state = {key: value.detach().to("cpu", torch.float16) for key, value in ema_model.state_dict().items()}
-    path = snapshot_path(config.run_dir, step)
-    atomic_save({"config": config.to_dict(), "step": step, "model": state, "ema": None}, path)
-    return path
-
-
-def _check_resumable(checkpoint: dict, config: LabConfig, path: Path) -> None:
-    """Refuse to resume when the model or data would not match the checkpoint."""
-    saved = LabConfig.from_dict(checkpoint["config"])
-    for section in ("model", "diffusion"):
-        if getattr(saved, section) != getattr(config, section):
-            raise ValueError(
-                f"{path} was trained with a different {section} config; resume with the same settings, "
-                f"pass resume=False (the old run is moved aside), or set train.run_name to a new name"
-            )
-    if saved.data.image_size != config.data.image_size:
-        raise ValueError(f"{path} was trained at {saved.data.image_size}px, not {config.data.image_size}px")
 
 
 def _append_log(path: Path, row: dict) -> None:
@@ -575,71 +556,6 @@ def _maybe_tensorboard(run_dir: Path):
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
-# ---- previews and evaluation during training --------------------------------------------------
-PREVIEW_LABELS = (
-    ["red sphere"],
-    ["cyan cube"],
-    ["yellow cylinder"],
-    ["gray cube", "blue sphere"],
-    ["green cylinder", "purple cube"],
-    ["red sphere", "cyan cylinder", "cyan cube"],
-    ["brown sphere", "gray cylinder", "yellow cube"],
-    ["blue cube", "red cylinder", "green sphere"],
-)
-
-
-def save_preview(model, schedule, config: LabConfig, step: int, device) -> Path:
-    """A grid of 8 fixed label sets (fixed seeds) with the EMA weights: ``previews/step_XXXXXX.png``."""
-    from labkit.figures import save_grid
-    from labkit.sample import sample
-
-    labels = data_module.LabelSpace.default().encode(list(PREVIEW_LABELS))
-    result = sample(
-        model,
-        schedule,
-        labels,
-        sampler="ddim",
-        num_inference_steps=min(25, config.sample.num_inference_steps * 2),
-        guidance_scale=config.sample.guidance_scale,
-        seed=1234,
-        device=device,
-        precision=resolve_precision(config.train.precision, torch.device(device)),
-        progress=False,
-    )
-    path = config.run_dir / "previews" / f"step_{step:06d}.png"
-    return save_grid(result.images, path, nrow=8, upscale=2 if config.data.image_size <= 32 else 1)
-
-
-def evaluate_during_training(model, schedule, config: LabConfig, judge, device, run_dir: Path, step: int) -> float:
-    """Test accuracy (test.json) of the EMA model with the config's sampler; logged to ``eval.csv``."""
-    from labkit.sample import sample
-
-    source = data_module.resolve_source(config.data, render=False)
-    conditions = source.conditions("test")
-    labels = source.label_space.encode(conditions)
-    result = sample(
-        model,
-        schedule,
-        labels,
-        sampler=config.sample.sampler,
-        num_inference_steps=config.sample.num_inference_steps,
-        guidance_scale=config.sample.guidance_scale,
-        seed=config.sample.seed,
-        device=device,
-        precision=resolve_precision(config.train.precision, torch.device(device)),
-        progress=False,
-    )
-    accuracy = judge.accuracy(result.images, labels)
-    path = run_dir / "eval.csv"
-    new = not path.exists()
-    with path.open("a", newline="") as file:
-        writer = csv.writer(file)
-        if new:
-            writer.writerow(["step", "test_accuracy", "judge"])
-        writer.writerow([step, f"{accuracy.accuracy:.4f}", accuracy.judge])
-    return accuracy.accuracy
-
-
 def ensure_trained(config: LabConfig, progress: bool = True, **train_kwargs) -> Path:
     """Train the run when it has no finished ``last.pt`` (resuming a partial one); returns the run folder."""
     last = checkpoint_dir(config.run_dir) / "last.pt"
@@ -649,13 +565,3 @@ def ensure_trained(config: LabConfig, progress: bool = True, **train_kwargs) -> 
             return config.run_dir
     train(config, resume=True, progress=progress, **train_kwargs)
     return config.run_dir
-
-
-def warn_if_slow(images_per_s: float, config: LabConfig) -> None:
-    """A hint when training is far slower than the profile expects."""
-    if images_per_s and config.profile == "cpu" and images_per_s < 10:
-        warnings.warn(
-            f"training runs at {images_per_s:.1f} images/s; the cpu profile expects tens per second. "
-            f"Close other programs or lower train.steps.",
-            stacklevel=2,
-        )

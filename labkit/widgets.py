@@ -11,6 +11,10 @@ import io
 
 import torch
 
+from labkit.figures import as_uint8, image_grid
+from labkit.images import encode_png, resize_to, to_model_range
+from labkit.labels import ConditionError, LabelSpace
+from labkit.sample import sample_conditions
 from labkit.schedules import SCHEDULES, NoiseSchedule
 
 
@@ -19,7 +23,7 @@ def _to_model_range(image: torch.Tensor) -> torch.Tensor:
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"expected one image of shape (3, H, W), got {tuple(image.shape)}")
     if image.dtype == torch.uint8:
-        return image.float() / 127.5 - 1.0
+        return to_model_range(image)
     return image.detach().float().cpu()
 
 
@@ -164,8 +168,6 @@ class ScheduleExplorer:
         """The current drawing: x_0, x_t, and the ᾱ_t and log-SNR curves with t marked."""
         from matplotlib.figure import Figure
 
-        from labkit.figures import as_uint8
-
         schedule, steps, t = self.noise_schedule, self.num_train_timesteps, self.timestep
         alpha_bar = schedule.alphas_cumprod
         figure = Figure(figsize=(11, 2.6))
@@ -198,8 +200,6 @@ class ScheduleExplorer:
 # ---- sampling widgets ------------------------------------------------------------------------------
 def _png(image: torch.Tensor) -> bytes:
     """uint8 (3, H, W) -> PNG bytes (no matplotlib: fast enough for a play button)."""
-    from labkit.data import encode_png
-
     return encode_png(image, compress_level=1)
 
 
@@ -253,8 +253,6 @@ class DenoisingStepper:
     @classmethod
     def from_model(cls, model, schedule, label_list, config, seed: int = 0, label_space=None, **sample_kwargs):
         """Sample ``label_list`` (e.g. ["red sphere", "cyan cube"]) once with a trajectory."""
-        from labkit.sample import sample_conditions
-
         result = sample_conditions(
             model, schedule, [list(label_list)], config, label_space, seed=seed, return_trajectory=True,
             progress=False, **sample_kwargs,
@@ -304,8 +302,6 @@ class GuidanceSlider:
     ):
         import ipywidgets as widgets
 
-        from labkit.data import LabelSpace
-
         self.model, self.schedule, self.config, self.judge, self.seed = model, schedule, config, judge, seed
         self.label_space = label_space or LabelSpace.default()
         self.label_lists = [list(labels) for labels in label_lists]
@@ -329,23 +325,17 @@ class GuidanceSlider:
     def images_at(self, scale: float):
         """(images, accuracy) at ``scale``, sampled once and cached."""
         if scale not in self.cache:
-            from labkit.sample import sample_conditions
-
             result = sample_conditions(
                 self.model, self.schedule, self.label_lists, self.config, self.label_space,
                 guidance_scale=scale, seed=self.seed, progress=False,
             )
             accuracy = None
             if self.judge is not None:
-                from labkit.lab import upsample_for_output
-
-                accuracy = self.judge.accuracy(upsample_for_output(result.images), self.labels)
+                accuracy = self.judge.accuracy(resize_to(result.images), self.labels)
             self.cache[scale] = (result.images, accuracy)
         return self.cache[scale]
 
     def show(self) -> None:
-        from labkit.figures import image_grid
-
         self.current_images, self.current_accuracy = self.images_at(self.scale)
         nrow = min(8, len(self.current_images))
         grid = image_grid(_enlarge(self.current_images_uint8(), 64), nrow=nrow)
@@ -357,8 +347,6 @@ class GuidanceSlider:
         self.caption.value = text
 
     def current_images_uint8(self) -> torch.Tensor:
-        from labkit.figures import as_uint8
-
         return as_uint8(self.current_images)
 
 
@@ -372,8 +360,6 @@ class LabelPicker:
 
     def __init__(self, model, schedule, config, label_space=None, num_images: int = 4, seed: int = 0, guidance_scale=None):
         import ipywidgets as widgets
-
-        from labkit.data import LabelSpace
 
         self.model, self.schedule, self.config = model, schedule, config
         self.label_space = label_space or LabelSpace.default()
@@ -399,8 +385,6 @@ class LabelPicker:
 
     def pick(self, names) -> bool:
         """Check a pick; returns True when it can be generated (else the message says why)."""
-        from labkit.data import ConditionError
-
         try:
             self.picked = self.label_space.check(list(names), where="your pick")
         except ConditionError as error:
@@ -412,9 +396,6 @@ class LabelPicker:
 
     def generate(self):
         """Sample ``num_images`` scenes (seeds seed…seed+n−1) of the current pick."""
-        from labkit.figures import as_uint8, image_grid
-        from labkit.sample import sample_conditions
-
         if not self.picked and not self.pick(list(self.selector.value)):
             return None
         result = sample_conditions(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import torch
 
 
@@ -44,3 +46,10 @@ def make_training_set(root, count: int = 12, size: int = 16, seed: int = 0):
     labels = label_space.encode(lists)
     names = [f"image_{i:03d}.png" for i in range(count)]
     return TrainingSet(images, labels, names, label_space, DataSource(root, "synthetic"))
+
+
+def free_port() -> int:
+    """A TCP port that no process listens on right now (the system picks it), for a data-parallel test."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

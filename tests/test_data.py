@@ -167,9 +167,8 @@ def test_resolve_source_errors(tmp_path):
     config.data.source = "official"
     with pytest.raises(FileNotFoundError, match="copy the course files there"):
         data.resolve_source(config.data, render=False)
-    config.data.source = "somewhere"
-    with pytest.raises(ValueError, match="auto, official or synthetic"):
-        data.resolve_source(config.data, render=False)
+    with pytest.raises(ValueError, match="auto, official or synthetic"):  # refused when set, before any work
+        config.data.source = "somewhere"
     config.data.source = "auto"
     source = data.resolve_source(config.data, render=False)  # nothing there: the synthetic folder
     assert source.kind == "synthetic" and source.root == tmp_path / "synthetic"

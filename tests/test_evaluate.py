@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from labkit import evaluate
+from labkit import evaluate, judge_training
 from labkit.config import get_config
 from labkit.data import LabelSpace, decode_png
 
@@ -356,7 +356,7 @@ def test_grid_has_8_columns_and_4_rows(tmp_path):
     size, padding = 16, 2
     paths = evaluate.save_required_outputs(index_images(size=size), "test", tmp_path / "outputs")
     grid_path = tmp_path / "outputs" / "test_grid.png"
-    report_grid = tmp_path / "report_figures" / "test_grid.png"
+    report_grid = tmp_path / "outputs" / "report_figures" / "test_grid.png"  # with the run's outputs
     assert paths[-2:] == [grid_path, report_grid] and report_grid.is_file()
     grid = decode_png(grid_path)
     assert grid.shape == (3, 4 * (size + padding) + padding, 8 * (size + padding) + padding)
@@ -418,7 +418,7 @@ def test_tiny_synthetic_judge_is_saved_in_course_format_and_warns(tmp_path, monk
     def no_training(*args, **kwargs):
         raise AssertionError("the cached judge should have been reused")
 
-    monkeypatch.setattr(evaluate, "train_synthetic_judge", no_training)
+    monkeypatch.setattr(judge_training, "train_synthetic_judge", no_training)  # where load_judge finds it
     with pytest.warns(evaluate.WeakJudgeWarning):
         cached = evaluate.load_judge(cfg, device="cpu", progress=False)
     images = random_images(4, size=32)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from factories import make_tiny_config, make_training_set
+from factories import free_port, make_tiny_config, make_training_set
 from labkit.model import build_model
 from labkit.schedules import NoiseSchedule
 from labkit.train import EMA, diffusion_loss, drop_labels, lr_factor, read_log, train
@@ -112,10 +112,9 @@ def test_channels_last_setting_resolves_per_device_and_precision():
 
 
 def test_bad_channels_last_setting_fails_before_any_training(tmp_path):
-    config = make_tiny_config(tmp_path, **{"train.steps": 2, "train.channels_last": "nhwc"})
-    with pytest.raises(ValueError, match="train.channels_last"):
-        train(config, resume=False, progress=False, training_set=make_training_set(tmp_path, count=8))
-    assert not config.run_dir.exists()
+    with pytest.raises(ValueError, match="train.channels_last"):  # refused when set, before any training
+        make_tiny_config(tmp_path, **{"train.steps": 2, "train.channels_last": "nhwc"})
+    assert not (tmp_path / "runs").exists()
 
 
 def test_memory_layout_does_not_change_the_training_maths(tmp_path):
@@ -185,7 +184,7 @@ def test_two_process_data_parallel_run_ends_with_identical_weights(tmp_path):
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", "29517", str(worker), str(config_path), str(tmp_path),
+        "--main_process_port", str(free_port()), str(worker), str(config_path), str(tmp_path),
     ]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
@@ -201,3 +200,26 @@ def test_two_process_data_parallel_run_ends_with_identical_weights(tmp_path):
     assert changed > 0  # the weights did train
     checkpoint = torch.load(config.run_dir / "checkpoints" / "last.pt", weights_only=False)
     assert checkpoint["step"] == 6 and checkpoint["world_size"] == 2 and len(checkpoint["rng"]) == 2
+
+
+def test_callbacks_preview_and_evaluate_during_training(tmp_path):
+    """on_preview and on_eval run every preview_every / eval_every steps; a better accuracy writes best.pt."""
+    config = make_tiny_config(
+        tmp_path, **{"train.steps": 4, "train.preview_every": 2, "train.eval_every": 2, "train.snapshot_every": 4}
+    )
+    previews, evaluations, rows = [], [], []
+
+    def on_eval(model, schedule, step):
+        evaluations.append(step)
+        return {2: 0.5, 4: 0.25}[step]  # the best accuracy is at step 2
+
+    result = train(
+        config, resume=False, progress=False, training_set=make_training_set(tmp_path, count=8),
+        on_log=rows.append, on_eval=on_eval, on_preview=lambda model, schedule, step: previews.append(step),
+    )
+    assert previews == [2, 4] and evaluations == [2, 4] and [row["step"] for row in rows] == [1, 2, 3, 4]
+    assert result.best_accuracy == 0.5
+    best = torch.load(config.run_dir / "checkpoints" / "best.pt", weights_only=False)
+    assert best["step"] == 2 and best["best_accuracy"] == 0.5
+    snapshot = torch.load(config.run_dir / "checkpoints" / "ema_000004.pt", weights_only=False)
+    assert snapshot["step"] == 4 and all(value.dtype == torch.float16 for value in snapshot["model"].values() if value.is_floating_point())

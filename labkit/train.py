@@ -36,6 +36,7 @@ from labkit.config import LabConfig
 from labkit.runtime import (
     atomic_save,
     autocast,
+    choose_precision,
     get_device,
     resolve_channels_last,
     resolve_precision,
@@ -179,21 +180,74 @@ class BatchSampler:
         self.generator.set_state(state["generator"])
 
 
+def place_training_set(
+    images: torch.Tensor, labels: torch.Tensor, device: torch.device, data_on_device: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Put the uint8 training set where batches are cut from it; returns (images, labels, description).
+
+    images: uint8 (N, 3, S, S); labels: (N, 24). On a CPU the set is already on the device. On a GPU
+    it moves there when ``data_on_device`` and it takes under 30% of the free GPU memory; otherwise it
+    stays in host memory and :func:`make_batch` copies each batch through pinned memory with
+    non-blocking copies. The description says which path was taken and why (printed by :func:`train`).
+    """
+    size_mib = (images.numel() * images.element_size() + labels.numel() * labels.element_size()) / 2**20
+    what = f"{len(images)} images, {size_mib:,.1f} MiB as uint8"
+    if device.type != "cuda":
+        return images, labels, f"training set ({what}) in {device.type} memory, the model's device"
+    if not data_on_device:
+        why = "train.data_on_device = false"
+    else:
+        free, _ = torch.cuda.mem_get_info(device)
+        if size_mib * 2**20 < 0.3 * free:
+            return images.to(device), labels.to(device), f"training set ({what}) on {device}"
+        why = f"it would take over 30% of the GPU's free {free / 2**20:,.0f} MiB"
+    return images, labels, f"training set ({what}) in host memory ({why}): batches copied through pinned memory, non-blocking"
+
+
 def make_batch(
     images_uint8: torch.Tensor,
     indices: torch.Tensor,
     hflip: bool,
     generator: torch.Generator | None,
     channels_last: bool,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """uint8 (N, 3, S, S) on the device + indices -> float (B, 3, S, S) in [-1, 1], maybe flipped."""
-    x0 = data_module.to_model_range(images_uint8[indices.to(images_uint8.device)])  # (B, 3, S, S)
+    """uint8 (N, 3, S, S) + indices (B,) -> float (B, 3, S, S) in [-1, 1] on ``device``, maybe flipped.
+
+    device: the model's device (default: where the images are). A set kept in host memory is indexed
+    there; on a GPU its uint8 batch (4x smaller than float) is pinned and copied with
+    ``non_blocking=True``. The flip mask is drawn from ``generator`` on the generator's own device.
+    """
+    device = torch.device(device) if device is not None else images_uint8.device
+    batch = images_uint8[indices.to(images_uint8.device)]  # (B, 3, S, S) uint8
+    if batch.device != device:
+        if batch.device.type == "cpu" and device.type == "cuda":
+            batch = batch.pin_memory()
+        batch = batch.to(device, non_blocking=True)
+    x0 = data_module.to_model_range(batch)  # (B, 3, S, S)
     if hflip:
-        flip = torch.rand(x0.shape[0], device=x0.device, generator=generator) < 0.5  # (B,)
+        draw_on = generator.device if generator is not None else device
+        flip = (torch.rand(x0.shape[0], device=draw_on, generator=generator) < 0.5).to(device)  # (B,)
         x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
     if channels_last:
         x0 = x0.contiguous(memory_format=torch.channels_last)
     return x0
+
+
+def optimizer_step(loss: torch.Tensor, optimizer, grad_scaler, parameters, grad_clip: float) -> None:
+    """Backward and one optimiser step through ``grad_scaler`` (a no-op scaler unless fp16).
+
+    fp16: the loss is scaled before backward so small gradients do not underflow; the gradients
+    are unscaled before clipping to ``grad_clip`` (0: no clipping); a step whose gradients hold
+    inf/NaN is skipped and the scale halved (``GradScaler.step``/``update``).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    grad_scaler.scale(loss).backward()
+    if grad_clip > 0:
+        grad_scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    grad_scaler.step(optimizer)
+    grad_scaler.update()
 
 
 # ---- checkpoints ------------------------------------------------------------------------------
@@ -322,7 +376,8 @@ def train(
             f"train.batch_size={train_config.batch_size} must divide evenly over {world_size} processes"
         )
     local_batch = train_config.batch_size // world_size
-    precision = resolve_precision(train_config.precision, device)
+    precision_choice = choose_precision(train_config.precision, device)
+    precision = precision_choice.name
     channels_last = resolve_channels_last(train_config.channels_last, device, precision)
     seed_everything(train_config.seed + rank)
 
@@ -337,13 +392,9 @@ def train(
     # data, on the device as uint8 when it fits
     if training_set is None:
         training_set = data_module.load_training_set(config.data, progress=progress and is_main)
-    images = training_set.images
-    labels_all = training_set.labels
-    if train_config.data_on_device and device.type == "cuda":
-        needed = images.numel() + labels_all.numel() * 4
-        free, _ = torch.cuda.mem_get_info(device)
-        if needed < 0.3 * free:
-            images, labels_all = images.to(device), labels_all.to(device)
+    images, labels_all, data_path = place_training_set(
+        training_set.images, training_set.labels, device, train_config.data_on_device
+    )
 
     # model, optimiser, schedule
     model = build_model(config.model, config.data.image_size).to(device)
@@ -436,12 +487,15 @@ def train(
     running_count = 0
     window_start, window_step = time.perf_counter(), step
     start_time = time.perf_counter()
+    if is_main:
+        print(f"train {config.run_name}: steps {step} -> {end_step} on {device}\n"
+              f"  precision {precision_choice}\n  data: {data_path}")
     bar = tqdm(total=end_step, initial=step, desc=f"train {config.run_name}", disable=not show_progress(progress and is_main))
     compiled.train()
     try:
         while step < end_step:
             indices = sampler.next_indices()
-            x0 = make_batch(images, indices, config.data.hflip, noise_generator, channels_last)
+            x0 = make_batch(images, indices, config.data.hflip, noise_generator, channels_last, device)
             batch_labels = labels_all[indices.to(labels_all.device)].to(device, non_blocking=True)
             with autocast(device, precision):
                 loss = diffusion_loss(
@@ -453,13 +507,7 @@ def train(
                     min_snr_gamma=config.diffusion.min_snr_gamma,
                     generator=noise_generator,
                 )
-            optimizer.zero_grad(set_to_none=True)
-            grad_scaler.scale(loss).backward()
-            if train_config.grad_clip > 0:
-                grad_scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(compiled.parameters(), train_config.grad_clip)
-            grad_scaler.step(optimizer)
-            grad_scaler.update()
+            optimizer_step(loss, optimizer, grad_scaler, compiled.parameters(), train_config.grad_clip)
             scheduler.step()
             if ema is not None:
                 ema.update(accelerator.unwrap_model(model), step)
@@ -638,17 +686,6 @@ def evaluate_during_training(model, schedule, config: LabConfig, judge, device, 
             writer.writerow(["step", "test_accuracy", "judge"])
         writer.writerow([step, f"{accuracy.accuracy:.4f}", accuracy.judge])
     return accuracy.accuracy
-
-
-def ensure_trained(config: LabConfig, progress: bool = True, **train_kwargs) -> Path:
-    """Train the run when it has no finished ``last.pt`` (resuming a partial one); returns the run folder."""
-    last = checkpoint_dir(config.run_dir) / "last.pt"
-    if last.exists():
-        step = torch.load(last, map_location="cpu", weights_only=False)["step"]
-        if step >= config.train.steps:
-            return config.run_dir
-    train(config, resume=True, progress=progress, **train_kwargs)
-    return config.run_dir
 
 
 def warn_if_slow(images_per_s: float, config: LabConfig) -> None:

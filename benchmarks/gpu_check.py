@@ -152,7 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     with torch.device("meta"):
         flops = flops_per_image(build_model(config.model, config.data.image_size))
     start = time.perf_counter()
-    training = measure_training(config, args.steps, args.warmup, device)
+    try:
+        training = measure_training(config, args.steps, args.warmup, device)
+    except torch.cuda.OutOfMemoryError:
+        memory = describe_device(device).get("memory_gib", 0)
+        print(f"the {args.profile} profile's batch of {config.train.batch_size} does not fit in this GPU's {memory:.0f} GiB; "
+              f"measure a smaller one with --set train.batch_size={config.train.batch_size // 2} (and train with the same "
+              f"--set)", file=sys.stderr)
+        return 3
     sampling = measure_sampling(config, training.pop("model"), args.images, device)
     result = {
         "device": describe_device(device), "torch": torch.__version__, "profile": args.profile,

@@ -161,7 +161,8 @@ def how_to_train(config: LabConfig, step: int | None, timing: StepTiming | None 
     profile = f" --profile {config.profile}"
     run = f" --run-name {name}" if name != config.profile else ""
     lines.append(f"To train: run notebook 04_training, or `python -m labkit train{profile}{run}` in a terminal "
-                 f"(it resumes where it stopped), or pass train=True here.")
+                 f"(it resumes where it stopped), or call this with train=True (in notebooks 05 and 06: "
+                 f"TRAIN_IF_MISSING = True).")
     return "\n".join(lines)
 
 

@@ -265,73 +265,15 @@ def run_sweep(config: LabConfig, model=None, schedule=None, judge=None, progress
 
 
 # ---- the shipped reference model ---------------------------------------------------------------
-def reference_setup(device=None):
-    """The shipped reference model, ready for :func:`run_sample` / :func:`run_evaluate`: ``(model, schedule, config)``.
-
-    The config is the reference run's own (its sampler and guidance scale), reading the synthetic
-    i-CLEVR condition files of its seed (written when absent; no images are needed) and judged by
-    the synthetic judge, since the model was trained on synthetic renders.
-    """
-    from labkit import reference, synth
-
-    model, schedule, config = reference.load_reference(device=device)
-    config.data.source = "synthetic"
-    root = resolve_path(config.data.synthetic_dir)
-    if not (root / "test.json").is_file() or not (root / "new_test.json").is_file():
-        synth.write_condition_files(root, config.data.synthetic_seed)
-    return model, schedule, config
-
-
-MODEL_CHOICES = ("auto", "own", "reference")
-
-
-def pick_model(config: LabConfig, choice: str = "auto", device=None):
-    """The model a sampling or evaluation step shows: ``(model, schedule, config)``, ``model.label`` naming it.
-
-    choice: ``"own"`` the profile's run (``runs/<run name>``, trained first only for the ``smoke``
-    profile, which takes seconds); ``"reference"`` the shipped reference model; ``"auto"`` (default)
-    the profile's run when it is finished and has at least the reference's steps (or for ``smoke``),
-    else the reference model when shipped, else the profile's run. The returned config is the picked
-    model's own (its image size, sampler and guidance scale), to be used for its sampling.
-    """
-    from labkit import reference
-    from labkit.checkpoint import checkpoint_dir
-    from labkit.train import ensure_trained
-
-    if choice not in MODEL_CHOICES:
-        raise ValueError(f"model choice {choice!r}: use one of {', '.join(MODEL_CHOICES)}")
-    own_step = _checkpoint_step(checkpoint_dir(config.run_dir) / "last.pt")
-    if choice == "auto" and config.profile != "smoke" and reference.reference_available():
-        reference_step = int(torch.load(reference.reference_dir() / reference.MODEL_FILE, map_location="cpu",
-                                        weights_only=True)["step"])
-        choice = "own" if own_step is not None and own_step >= reference_step else "reference"
-    if choice == "reference":
-        model, schedule, picked = reference_setup(device=device)
-        mine = f"your run {config.run_dir} has {own_step:,} steps" if own_step else f"{config.run_dir} is not trained yet"
-        print(f"showing the {model.label}: {mine} (pass choice='own' to see it)")
-        return model, schedule, picked
-    if config.profile == "smoke":
-        ensure_trained(config, progress=False)
-    model, schedule, picked = load_model(config=config, use_ema=config.sample.use_ema, device=device)
-    model.label = f"your run {config.run_name} ({model.checkpoint_step:,} steps)"
-    return model, schedule, config
-
-
-def _checkpoint_step(path: Path) -> int | None:
-    """The step of a run's ``last.pt`` (None when absent)."""
-    if not path.is_file():
-        return None
-    return int(torch.load(path, map_location="cpu", weights_only=False)["step"])
-
-
 def run_reference(progress: bool = True) -> dict:
     """Sample both files with the reference model into the course's layout and score them.
 
     Returns {"samples": ..., "accuracy": ...} as :func:`run_sample` and :func:`run_evaluate`.
     """
     from labkit.judge_training import load_synthetic_judge
+    from labkit.reference import load_reference
 
-    model, schedule, config = reference_setup()
+    model, schedule, config = load_reference()
     judge = load_synthetic_judge(config, device=next(model.parameters()).device, progress=progress)
     print(f"{model.label}: {config.sample.sampler} {config.sample.num_inference_steps} steps, "
           f"guidance scale w = {config.sample.guidance_scale}; judge: {judge}")

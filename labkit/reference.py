@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from labkit import synth
-from labkit.config import LabConfig
+from labkit.config import LabConfig, resolve_path
 from labkit.model import build_model
 from labkit.runtime import atomic_save, atomic_write_text, get_device
 from labkit.schedules import NoiseSchedule
@@ -91,17 +91,30 @@ def reference_available(folder: str | os.PathLike | None = None) -> bool:
     return MODEL_FILE in read_manifest(folder) and (folder / MODEL_FILE).is_file()
 
 
+def reference_step(folder: str | os.PathLike | None = None) -> int | None:
+    """The optimiser steps of the shipped reference model (None when none is shipped)."""
+    if not reference_available(folder):
+        return None
+    return int(torch.load(Path(folder or reference_dir()) / MODEL_FILE, map_location="cpu", weights_only=True)["step"])
+
+
 def load_reference(device: str | torch.device | None = None, folder: str | os.PathLike | None = None):
     """The shipped reference model for sampling: ``(model, schedule, config)``.
 
     The model (eval mode, float32 on ``device``, default CUDA when present else CPU) has
     ``checkpoint_step`` and ``label`` ("reference model (N steps)"); ``config`` is the run's
-    config with ``train.run_name = "reference"`` and the sampling settings chosen for it.
+    config with ``train.run_name = "reference"`` and the sampling settings chosen for it. Since the
+    model was trained on synthetic renders, the config reads the synthetic i-CLEVR condition files of
+    its seed (``data.source = "synthetic"``; written when absent, no images needed).
     """
     path = verified_path(MODEL_FILE, folder)
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     config = LabConfig.from_dict(checkpoint["config"])
     config.train.run_name = RUN_NAME
+    config.data.source = "synthetic"
+    conditions = resolve_path(config.data.synthetic_dir)
+    if not (conditions / "test.json").is_file() or not (conditions / "new_test.json").is_file():
+        synth.write_condition_files(conditions, config.data.synthetic_seed)
     device = get_device(str(device) if device is not None else None)
     model = build_model(config.model, config.data.image_size)
     model.load_state_dict({key: value.float() for key, value in checkpoint["model"].items()})

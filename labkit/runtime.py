@@ -6,6 +6,7 @@ import contextlib
 import os
 import random
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,23 +49,87 @@ def cpu_supports_bf16() -> bool:
     return bool({"amx_bf16", "avx512_bf16"} & flags)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """Turn ``"auto"`` into ``"bf16"``, ``"fp16"`` or ``"fp32"`` for ``device``.
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
-    auto: bf16 on CUDA GPUs that support it (Ampere+), fp16 on older GPUs,
-    bf16 on CPUs with bf16 units, fp32 otherwise.
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """A resolved training/sampling precision and why it was chosen.
+
+    name: "bf16", "fp16" or "fp32"; grad_scaler: True for fp16 (a GradScaler keeps small
+    gradients from underflowing); reason: one sentence for the start-of-training printout.
     """
-    if precision not in ("auto", "bf16", "fp16", "fp32"):
-        raise ValueError(f"precision must be auto, bf16, fp16 or fp32, not {precision!r}")
-    if precision != "auto":
-        if precision == "fp16" and device.type == "cpu":
-            return "bf16" if cpu_supports_bf16() else "fp32"
-        return precision
+
+    name: str
+    reason: str
+
+    @property
+    def grad_scaler(self) -> bool:
+        return self.name == "fp16"
+
+    def __str__(self) -> str:
+        scaler = " with a GradScaler" if self.grad_scaler else ""
+        return f"{self.name}{scaler}: {self.reason}"
+
+
+def cuda_bf16_native(device: torch.device) -> tuple[bool, str]:
+    """Whether the CUDA GPU ``device`` runs bf16 natively, and its name and compute capability.
+
+    Native bf16 needs compute capability >= 8.0 (Ampere: A100, A10, L4, RTX 30xx; Hopper: H100).
+    ``torch.cuda.is_bf16_supported()`` answers True on older GPUs too (T4 7.5, V100 7.0), where
+    bf16 is emulated and runs many times slower than fp16; so the capability decides, and
+    ``is_bf16_supported(including_emulation=False)`` is asked as well where torch has it.
+    """
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    major, minor = torch.cuda.get_device_capability(index)
+    described = f"{torch.cuda.get_device_name(index)} (compute capability {major}.{minor})"
+    if getattr(torch.version, "hip", None):  # ROCm GPUs run bf16 natively
+        return True, described
+    native = major >= 8
+    try:
+        native = native and bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch < 2.3: no including_emulation argument; the capability alone decides
+        pass
+    return native, described
+
+
+def choose_precision(precision: str, device: torch.device) -> PrecisionChoice:
+    """Turn ``train.precision`` ("auto", "bf16", "fp16", "fp32") into a :class:`PrecisionChoice`.
+
+    auto: bf16 on GPUs with native bf16 (compute capability >= 8.0), fp16 with a GradScaler on
+    older GPUs (T4, V100), bf16 on CPUs with native bf16 units, fp32 on other CPUs. An explicit
+    choice is kept, except fp16 on a CPU (no fp16 autocast benefit there): bf16 or fp32 instead.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"train.precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu" and cpu_supports_bf16():
-        return "bf16"
-    return "fp32"
+        native, described = cuda_bf16_native(device)
+        if precision == "auto":
+            if native:
+                return PrecisionChoice("bf16", f"{described} runs bf16 natively")
+            return PrecisionChoice("fp16", f"{described} has no native bf16 (emulated bf16 is several times slower)")
+        if precision == "bf16" and not native:
+            return PrecisionChoice("bf16", f"as asked (train.precision = bf16), but {described} only emulates bf16: "
+                                   "set train.precision = auto for fp16, several times faster here")
+        return PrecisionChoice(precision, f"as asked (train.precision = {precision}) on {described}")
+    cpu_native = cpu_supports_bf16()
+    if precision == "fp32":
+        return PrecisionChoice("fp32", "as asked (train.precision = fp32)")
+    if precision == "fp16" and device.type == "cpu":
+        fallback = "bf16" if cpu_native else "fp32"
+        return PrecisionChoice(fallback, f"fp16 was asked, but fp16 on a CPU is emulated; {fallback} instead")
+    if precision == "bf16":
+        note = "" if cpu_native or device.type != "cpu" else ", but this CPU only emulates it (2-3x slower than fp32)"
+        return PrecisionChoice("bf16", f"as asked (train.precision = bf16){note}")
+    if device.type == "cpu" and cpu_native:
+        return PrecisionChoice("bf16", "this CPU has native bf16 units (AVX512-BF16 or AMX)")
+    return PrecisionChoice("fp32", f"this {device.type.upper()} has no native bf16 (it would be emulated, slower than fp32)")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """Turn ``"auto"`` into ``"bf16"``, ``"fp16"`` or ``"fp32"`` for ``device``
+    (the name of :func:`choose_precision`'s choice; see there for the rule)."""
+    return choose_precision(precision, device).name
 
 
 def resolve_channels_last(setting: bool | str, device: torch.device, precision: str) -> bool:

@@ -48,7 +48,7 @@ from labkit.model import build_model
 from labkit.runtime import (
     autocast,
     resolve_channels_last,
-    resolve_precision,
+    choose_precision,
     seed_everything,
     show_progress,
 )
@@ -190,21 +190,74 @@ class BatchSampler:
         self.generator.set_state(state["generator"])
 
 
+def place_training_set(
+    images: torch.Tensor, labels: torch.Tensor, device: torch.device, data_on_device: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Put the uint8 training set where batches are cut from it; returns (images, labels, description).
+
+    images: uint8 (N, 3, S, S); labels: (N, 24). On a CPU the set is already on the device. On a GPU
+    it moves there when ``data_on_device`` and it takes under 30% of the free GPU memory; otherwise it
+    stays in host memory and :func:`make_batch` copies each batch through pinned memory with
+    non-blocking copies. The description says which path was taken and why (printed by :func:`train`).
+    """
+    size_mib = (images.numel() * images.element_size() + labels.numel() * labels.element_size()) / 2**20
+    what = f"{len(images)} images, {size_mib:,.1f} MiB as uint8"
+    if device.type != "cuda":
+        return images, labels, f"training set ({what}) in {device.type} memory, the model's device"
+    if not data_on_device:
+        why = "train.data_on_device = false"
+    else:
+        free, _ = torch.cuda.mem_get_info(device)
+        if size_mib * 2**20 < 0.3 * free:
+            return images.to(device), labels.to(device), f"training set ({what}) on {device}"
+        why = f"it would take over 30% of the GPU's free {free / 2**20:,.0f} MiB"
+    return images, labels, f"training set ({what}) in host memory ({why}): batches copied through pinned memory, non-blocking"
+
+
 def make_batch(
     images_uint8: torch.Tensor,
     indices: torch.Tensor,
     hflip: bool,
     generator: torch.Generator | None,
     channels_last: bool,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """uint8 (N, 3, S, S) on the device + indices -> float (B, 3, S, S) in [-1, 1], maybe flipped."""
-    x0 = data_module.to_model_range(images_uint8[indices.to(images_uint8.device)])  # (B, 3, S, S)
+    """uint8 (N, 3, S, S) + indices (B,) -> float (B, 3, S, S) in [-1, 1] on ``device``, maybe flipped.
+
+    device: the model's device (default: where the images are). A set kept in host memory is indexed
+    there; on a GPU its uint8 batch (4x smaller than float) is pinned and copied with
+    ``non_blocking=True``. The flip mask is drawn from ``generator`` on the generator's own device.
+    """
+    device = torch.device(device) if device is not None else images_uint8.device
+    batch = images_uint8[indices.to(images_uint8.device)]  # (B, 3, S, S) uint8
+    if batch.device != device:
+        if batch.device.type == "cpu" and device.type == "cuda":
+            batch = batch.pin_memory()
+        batch = batch.to(device, non_blocking=True)
+    x0 = data_module.to_model_range(batch)  # (B, 3, S, S)
     if hflip:
-        flip = torch.rand(x0.shape[0], device=x0.device, generator=generator) < 0.5  # (B,)
+        draw_on = generator.device if generator is not None else device
+        flip = (torch.rand(x0.shape[0], device=draw_on, generator=generator) < 0.5).to(device)  # (B,)
         x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
     if channels_last:
         x0 = x0.contiguous(memory_format=torch.channels_last)
     return x0
+
+
+def optimizer_step(loss: torch.Tensor, optimizer, grad_scaler, parameters, grad_clip: float) -> None:
+    """Backward and one optimiser step through ``grad_scaler`` (a no-op scaler unless fp16).
+
+    fp16: the loss is scaled before backward so small gradients do not underflow; the gradients
+    are unscaled before clipping to ``grad_clip`` (0: no clipping); a step whose gradients hold
+    inf/NaN is skipped and the scale halved (``GradScaler.step``/``update``).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    grad_scaler.scale(loss).backward()
+    if grad_clip > 0:
+        grad_scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    grad_scaler.step(optimizer)
+    grad_scaler.update()
 
 
 # ---- the run -----------------------------------------------------------------------------------
@@ -247,10 +300,12 @@ class RunSetup:
     world_size: int
     is_main: bool
     precision: str  # "bf16", "fp16" or "fp32"
+    precision_reason: str  # why that precision (printed at the start of training)
     channels_last: bool
     images: torch.Tensor  # uint8 (N, 3, S, S), on the device when it fits
     labels: torch.Tensor  # (N, 24) multi-hot
     schedule: NoiseSchedule
+    data_path: str  # where the training set lives and how batches reach the device
 
     @property
     def last_path(self) -> Path:
@@ -281,7 +336,8 @@ def prepare_run(config: LabConfig, resume: bool, training_set=None, progress: bo
     device, world_size = accelerator.device, accelerator.num_processes
     if config.train.batch_size % world_size:
         raise ValueError(f"train.batch_size={config.train.batch_size} must divide evenly over {world_size} processes")
-    precision = resolve_precision(config.train.precision, device)
+    precision_choice = choose_precision(config.train.precision, device)
+    precision = precision_choice.name
     seed_everything(config.train.seed + accelerator.process_index)
     run_dir = config.run_dir
     if accelerator.is_main_process and not resume and run_dir.exists() and any(run_dir.iterdir()):
@@ -291,15 +347,13 @@ def prepare_run(config: LabConfig, resume: bool, training_set=None, progress: bo
     accelerator.wait_for_everyone()
     if training_set is None:
         training_set = data_module.load_training_set(config.data, progress=progress and accelerator.is_main_process)
-    images, labels = training_set.images, training_set.labels
-    if config.train.data_on_device and device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        if images.numel() + labels.numel() * 4 < 0.3 * free:
-            images, labels = images.to(device), labels.to(device)
+    images, labels, data_path = place_training_set(
+        training_set.images, training_set.labels, device, config.train.data_on_device
+    )
     return RunSetup(
         config, accelerator, device, accelerator.process_index, world_size, accelerator.is_main_process, precision,
-        resolve_channels_last(config.train.channels_last, device, precision), images, labels,
-        NoiseSchedule.from_config(config.diffusion).to(device),
+        str(precision_choice), resolve_channels_last(config.train.channels_last, device, precision), images, labels,
+        NoiseSchedule.from_config(config.diffusion).to(device), data_path,
     )
 
 
@@ -355,20 +409,14 @@ def train_step(state: TrainState, setup: RunSetup, network: nn.Module) -> torch.
     loss on the device (no host sync)."""
     config = setup.config
     indices = state.sampler.next_indices()
-    x0 = make_batch(setup.images, indices, config.data.hflip, state.noise_generator, setup.channels_last)
+    x0 = make_batch(setup.images, indices, config.data.hflip, state.noise_generator, setup.channels_last, setup.device)
     batch_labels = setup.labels[indices.to(setup.labels.device)].to(setup.device, non_blocking=True)
     with autocast(setup.device, setup.precision):
         loss = diffusion_loss(
             network, setup.schedule, x0, batch_labels, cond_drop_prob=config.train.cond_drop_prob,
             min_snr_gamma=config.diffusion.min_snr_gamma, generator=state.noise_generator,
         )
-    state.optimizer.zero_grad(set_to_none=True)
-    state.grad_scaler.scale(loss).backward()
-    if config.train.grad_clip > 0:
-        state.grad_scaler.unscale_(state.optimizer)
-        torch.nn.utils.clip_grad_norm_(network.parameters(), config.train.grad_clip)
-    state.grad_scaler.step(state.optimizer)
-    state.grad_scaler.update()
+    optimizer_step(loss, state.optimizer, state.grad_scaler, network.parameters(), config.train.grad_clip)
     state.lr_scheduler.step()
     if state.ema is not None:
         state.ema.update(setup.accelerator.unwrap_model(state.model), state.step)
@@ -506,6 +554,9 @@ def train(
     log = TrainLog(setup, state.step, result, on_log)
     end_step = min(config.train.steps, stop_at_step) if stop_at_step is not None else config.train.steps
     callbacks = {"on_eval": on_eval, "on_preview": on_preview}
+    if setup.is_main:
+        print(f"train {config.run_name}: steps {state.step} -> {end_step} on {setup.device}\n"
+              f"  precision {setup.precision_reason}\n  data: {setup.data_path}")
     bar = tqdm(total=end_step, initial=state.step, desc=f"train {config.run_name}",
                disable=not show_progress(progress and setup.is_main))
     network.train()
@@ -554,14 +605,3 @@ def _maybe_tensorboard(run_dir: Path):
     except ImportError:  # tensorboard is optional
         return None
     return SummaryWriter(str(run_dir / "tensorboard"))
-
-
-def ensure_trained(config: LabConfig, progress: bool = True, **train_kwargs) -> Path:
-    """Train the run when it has no finished ``last.pt`` (resuming a partial one); returns the run folder."""
-    last = checkpoint_dir(config.run_dir) / "last.pt"
-    if last.exists():
-        step = torch.load(last, map_location="cpu", weights_only=False)["step"]
-        if step >= config.train.steps:
-            return config.run_dir
-    train(config, resume=True, progress=progress, **train_kwargs)
-    return config.run_dir

@@ -18,7 +18,7 @@ STAGES = [
     ("sample",),
     ("metrics", "judge", "judge_training"),
     ("outputs", "figures", "evaluate"),
-    ("widgets", "lab", "colab"),
+    ("widgets", "lab", "colab", "plan"),
     ("__main__", "__init__"),
 ]
 STAGE = {name: index for index, names in enumerate(STAGES) for name in names}

@@ -109,8 +109,8 @@ def test_the_shipped_judge_verifies_and_is_strong():
     assert load_shipped_judge(config, device="cpu") is None
 
 
-def test_pick_model_prefers_a_finished_own_run_with_more_steps_else_the_reference(tmp_path, monkeypatch, capsys):
-    from labkit import lab
+def test_trained_model_prefers_a_run_with_more_steps_else_the_reference(tmp_path, monkeypatch, capsys):
+    from labkit import plan
 
     path, _, _ = _fake_run_checkpoint(tmp_path / "shipped", step=3)
     folder = tmp_path / "reference"
@@ -118,17 +118,17 @@ def test_pick_model_prefers_a_finished_own_run_with_more_steps_else_the_referenc
     monkeypatch.setattr(reference, "reference_dir", lambda: folder)
     config = make_tiny_config(tmp_path / "home", **{"train.steps": 2})
     config.profile = "cpu"  # the smoke profile always shows its own run
-    model, _, picked = lab.pick_model(config)
+    model, _, picked = plan.trained_model(config, choice="reference")
     assert model.label == "reference model (3 steps)" and picked.train.run_name == "reference"
     assert "is not trained yet" in capsys.readouterr().out
     train(config, training_set=make_training_set(tmp_path), progress=False)
-    model, _, _ = lab.pick_model(config)  # 2 steps < 3: still the reference
+    model, _, _ = plan.trained_model(config)  # 2 steps < 3: the reference
     assert model.label.startswith("reference model")
-    model, _, picked = lab.pick_model(config, choice="own")
-    assert model.label == f"your run {config.run_name} (2 steps)" and picked is config
+    model, _, picked = plan.trained_model(config, choice="own")
+    assert model.label == f"run {config.run_name} (2 steps)" and picked.run_name == config.run_name
     config.train.steps = 4
     train(config, training_set=make_training_set(tmp_path), progress=False)
-    model, _, _ = lab.pick_model(config)
-    assert model.label.startswith("your run")
+    model, _, _ = plan.trained_model(config)
+    assert model.label == f"run {config.run_name} (4 steps)"
     with pytest.raises(ValueError, match="auto, own, reference"):
-        lab.pick_model(config, choice="best")
+        plan.trained_model(config, choice="best")

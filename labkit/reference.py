@@ -161,6 +161,8 @@ def export_judge(weights_path: str | os.PathLike, report_path: str | os.PathLike
     atomic_save({"model": half}, folder / JUDGE_FILE)
     report = json.loads(Path(report_path).read_text())
     report.update(renderer_version=synth.RENDERER_VERSION, weights="fp16 (rounded from the float32 training weights)")
+    if isinstance(report.get("data"), dict):  # no machine paths in a shipped file
+        report["data"]["source"] = str(report["data"].get("source", "")).split(" at /")[0]
     atomic_write_text(json.dumps(report, indent=2) + "\n", folder / JUDGE_REPORT_FILE)
     _record(folder, [JUDGE_FILE, JUDGE_REPORT_FILE])
     return folder / JUDGE_FILE

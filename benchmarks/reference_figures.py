@@ -26,7 +26,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from labkit import figures, lab  # noqa: E402
-from labkit.data import to_model_range  # noqa: E402
 
 
 def grid_figure(images, title: str, path: Path) -> None:
@@ -35,24 +34,6 @@ def grid_figure(images, title: str, path: Path) -> None:
     axis.imshow(grid.permute(1, 2, 0).numpy())
     axis.axis("off")
     axis.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def denoising_figure(result, model_label: str, frames: int, path: Path) -> None:
-    """Two rows over the same evenly spaced steps: x_t (top) and the predicted clean image x̂0 (bottom)."""
-    rows = [figures.denoising_row(result.trajectory[:, 0], frames=frames)]
-    if result.pred_x0 is not None:  # x̂0 at each step (one fewer than the x_t frames)
-        rows.append(figures.denoising_row(result.pred_x0[:, 0], frames=frames))
-    images = [lab.upsample_for_output(to_model_range(row)) for row in rows]
-    fig, axes = plt.subplots(len(images), frames, figsize=(1.25 * frames, 1.35 * len(images) + 0.4), squeeze=False)
-    for r, row in enumerate(images):
-        for c in range(frames):
-            axes[r, c].imshow(figures.as_uint8(row[c]).permute(1, 2, 0).numpy())
-            axes[r, c].axis("off")
-        axes[r, 0].set_title("x_t" if r == 0 else "x̂0", fontsize=8, loc="left")
-    fig.suptitle(f"{' + '.join(lab.DENOISING_LABELS)}: noise (left) to image (right), {model_label}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -73,7 +54,10 @@ def main() -> None:
                  f"({accuracy.hits}/{accuracy.total} objects) by the {accuracy.judge} "
                  f"(held-out {accuracy.judge_holdout_accuracy:.3f})")
         grid_figure(results["samples"][split].images, title, args.out / f"reference_{split}.png")
-    denoising_figure(results["samples"]["denoising"], model.label, 10, args.out / "reference_denoising.png")
+    title = f"{' + '.join(lab.DENOISING_LABELS)}: noise (left) to image (right), {model.label}"
+    fig = figures.denoising_strip(results["samples"]["denoising"], frames=10, title=title)
+    fig.savefig(args.out / "reference_denoising.png", dpi=100)
+    plt.close(fig)
     print(results["accuracy"]["summary"])
     print(f"figures in {args.out}")
 

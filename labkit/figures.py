@@ -103,6 +103,31 @@ def denoising_row(trajectory: torch.Tensor, frames: int = 10) -> torch.Tensor:
     return as_uint8(trajectory[picks])
 
 
+def denoising_strip(result, frames: int = 10, title: str = "", size: int = 64):
+    """x_t (top row) and the model's predicted clean image x̂0 (bottom row) at ``frames`` evenly spaced
+    steps of one sampled trajectory, noise on the left: the denoising stepper's frames as a still figure.
+
+    result: a :class:`labkit.sample.SampleResult` sampled with ``return_trajectory=True`` (image 0 is
+    shown); images are enlarged to ``size`` pixels (the evaluator's view of a 32x32 model).
+    """
+    import matplotlib.pyplot as plt
+
+    rows = [denoising_row(result.trajectory[:, 0], frames=frames)]
+    if result.pred_x0 is not None:  # x̂0 exists for each step (one fewer than the x_t frames)
+        rows.append(denoising_row(result.pred_x0[:, 0], frames=frames))
+    fig, axes = plt.subplots(len(rows), frames, figsize=(1.25 * frames, 1.35 * len(rows) + 0.4), squeeze=False)
+    for r, row in enumerate(rows):
+        row = as_uint8(resize_square(row, size)) if row.shape[-1] != size else row
+        for c in range(frames):
+            axes[r, c].imshow(row[c].permute(1, 2, 0).numpy())
+            axes[r, c].axis("off")
+        axes[r, 0].set_title("x_t" if r == 0 else "predicted x̂0", fontsize=8, loc="left")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def sweep_figure(sweep: dict):
     """Accuracy against guidance scale for test.json and new_test.json (judge named in the title)."""
     import matplotlib.pyplot as plt

@@ -101,6 +101,8 @@ def guided_epsilon(
             output = model(x, t, y)
         return schedule.pred_epsilon(output.float(), x, t)
 
+    if labels is None:  # unconditional model: no label input, so no guidance either
+        return network(x_t, timesteps, None)
     if guidance_scale == 1.0:
         return network(x_t, timesteps, labels)
     null = torch.zeros_like(labels)
@@ -186,9 +188,12 @@ def sample(
     precision: str = "auto",
     progress: bool = True,
     image_size: int | None = None,
+    num_images: int | None = None,
 ) -> SampleResult:
-    """Generate one image per label row.
+    """Generate one image per label row (or ``num_images`` images with ``labels=None``).
 
+    labels=None: an unconditional model (``num_classes = 0``); ``num_images`` (or ``seeds``)
+    sets how many images, and guidance does not apply.
     labels: (B, 24) multi-hot (all-zero rows sample unconditionally).
     sampler / num_inference_steps: "ddpm", "ddim" (with ``eta``) or "dpmsolver++".
     guidance_scale: w in ε = ε_u + w (ε_c − ε_u); 1 = conditional only, no guidance.
@@ -203,8 +208,13 @@ def sample(
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     precision = resolve_precision(precision, device)
-    labels = labels.float()
-    count = labels.shape[0]
+    if labels is None:
+        count = num_images if num_images is not None else len(seeds or [])
+        calls_per_step_override = 1
+    else:
+        labels = labels.float()
+        count = labels.shape[0]
+        calls_per_step_override = None
     seeds = list(seeds) if seeds is not None else [seed + i for i in range(count)]
     if len(seeds) != count:
         raise ValueError(f"{len(seeds)} seeds for {count} label rows; give one seed per image")
@@ -214,7 +224,7 @@ def sample(
 
     images, trajectories, predictions = [], [], []
     timesteps_used: list[int] = []
-    calls_per_step = 1 if guidance_scale == 1.0 else 2
+    calls_per_step = calls_per_step_override or (1 if guidance_scale == 1.0 else 2)
     start = time.perf_counter()
     chunks = range(0, count, batch_size)
     bar = tqdm(total=len(chunks) * num_inference_steps, desc=f"sample {sampler}", disable=not show_progress(progress))
@@ -223,7 +233,7 @@ def sample(
         generators = image_generators(seeds[begin:end])
         scheduler = make_scheduler(sampler, schedule, num_inference_steps, clip_sample=clip_sample)
         x_t = initial_noise(generators, (3, size, size)).to(device)  # (b, 3, S, S)
-        chunk_labels = labels[begin:end].to(device)
+        chunk_labels = None if labels is None else labels[begin:end].to(device)
         chunk_trajectory, chunk_predictions = [_to_uint8(x_t)] if return_trajectory else [], []
         for timestep in scheduler.timesteps:
             eps = guided_epsilon(model, schedule, x_t, int(timestep), chunk_labels, guidance_scale, cfg_mode, precision)

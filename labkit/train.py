@@ -52,6 +52,8 @@ def drop_labels(labels: torch.Tensor, drop_prob: float, generator: torch.Generat
 
     labels: (B, 24) multi-hot -> (B, 24).
     """
+    if labels is None:  # unconditional: nothing to drop
+        return None
     if drop_prob <= 0:
         return labels
     keep = torch.rand(labels.shape[0], device=labels.device, generator=generator) >= drop_prob  # (B,)
@@ -340,10 +342,11 @@ def train(
     images = training_set.images
     labels_all = training_set.labels
     if train_config.data_on_device and device.type == "cuda":
-        needed = images.numel() + labels_all.numel() * 4
+        needed = images.numel() + (0 if labels_all is None else labels_all.numel() * 4)
         free, _ = torch.cuda.mem_get_info(device)
         if needed < 0.3 * free:
-            images, labels_all = images.to(device), labels_all.to(device)
+            images = images.to(device)
+            labels_all = None if labels_all is None else labels_all.to(device)
 
     # model, optimiser, schedule
     model = build_model(config.model, config.data.image_size).to(device)
@@ -442,7 +445,9 @@ def train(
         while step < end_step:
             indices = sampler.next_indices()
             x0 = make_batch(images, indices, config.data.hflip, noise_generator, channels_last)
-            batch_labels = labels_all[indices.to(labels_all.device)].to(device, non_blocking=True)
+            batch_labels = (  # None: unconditional (a training set without labels)
+                None if labels_all is None else labels_all[indices.to(labels_all.device)].to(device, non_blocking=True)
+            )
             with autocast(device, precision):
                 loss = diffusion_loss(
                     compiled,

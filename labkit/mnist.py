@@ -155,3 +155,59 @@ def mnist_config(profile: str | None = None, conditional: bool = False, **overri
     for dotted, value in overrides.items():
         set_override(config, dotted, value)
     return config
+
+
+# ---- generation, process figures, scoring -----------------------------------------------------
+def generate(model, schedule, num_images: int, folder: str | Path | None = None, sampler: str = "ddim",
+             num_inference_steps: int = 50, seed: int = 0, batch_size: int = 256, labels=None,
+             guidance_scale: float = 1.0, progress: bool = True):
+    """``num_images`` samples (image i from seed ``seed + i``; DDIM η = 0 by default), saved as
+    ``folder/00001.png …`` when ``folder`` is given. labels: None (unconditional) or one-hot (N, 10)
+    for a class-conditional model. Returns the :class:`labkit.sample.SampleResult`."""
+    from labkit.fid import save_pngs
+    from labkit.sample import sample
+
+    result = sample(model, schedule, labels, sampler=sampler, num_inference_steps=num_inference_steps,
+                    guidance_scale=guidance_scale, eta=0.0, seed=seed, batch_size=batch_size,
+                    num_images=None if labels is not None else num_images, progress=progress)
+    if folder is not None:
+        save_pngs(result.images, folder)
+    return result
+
+
+def process_grid(model, schedule, sampler: str = "ddim", num_inference_steps: int = 50, rows: int = 8,
+                 columns: int = 8, seed: int = 0, labels=None) -> torch.Tensor:
+    """The process figure: ``rows`` samples (one per row) at ``columns`` evenly spaced steps of the
+    reverse process, from x_T (left) to x_0 (right). Returns uint8 (rows * columns, 3, S, S)."""
+    from labkit.sample import sample
+
+    result = sample(model, schedule, labels, sampler=sampler, num_inference_steps=num_inference_steps,
+                    eta=0.0, seed=seed, num_images=None if labels is not None else rows,
+                    return_trajectory=True, progress=False)
+    trajectory = result.trajectory  # (N + 1, rows, 3, S, S) uint8
+    picks = torch.linspace(0, trajectory.shape[0] - 1, columns).round().long()
+    return trajectory[picks].transpose(0, 1).reshape(rows * columns, *trajectory.shape[2:])
+
+
+def score(generated: torch.Tensor, reference: torch.Tensor, classifier, source: str,
+          generated_folder: str | Path | None = None, reference_folder: str | Path | None = None) -> dict:
+    """Named scores of ``generated`` against ``reference`` (uint8 (N, 3, S, S) each).
+
+    Always ``domain FID`` (digit-classifier features); ``FID`` (pytorch-fid, Inception) only when
+    both folders are given and its weights load. ``source`` names the real-image set."""
+    from labkit.fid import domain_fid, inception_fid
+
+    scores = {"domain FID": domain_fid(classifier, generated, reference), "reference": source}
+    if generated_folder is not None and reference_folder is not None:
+        standard = inception_fid(generated_folder, reference_folder)
+        if standard is not None:
+            scores["FID"] = standard
+    return scores
+
+
+def describe(scores: dict) -> str:
+    """One line per score, each with its name and the real-image set it is measured against."""
+    lines = [f"domain FID (digit-classifier features, not Inception FID) = {scores['domain FID']:.3f} vs {scores['reference']}"]
+    if "FID" in scores:
+        lines.append(f"FID (pytorch-fid Inception-v3) = {scores['FID']:.3f} vs {scores['reference']}")
+    return "\n".join(lines)

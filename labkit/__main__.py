@@ -6,6 +6,7 @@
     python -m labkit train      train or resume the profile's run (also under accelerate launch)
     python -m labkit sample     write outputs/images/{test,new_test}/, the grids and the denoising row
     python -m labkit evaluate   score outputs/images/ with the judge (and sweep the guidance scale)
+    python -m labkit mnist train|sample|fid   the unconditional digit track (see labkit.mnist_cli)
 
 Every command takes ``--profile`` (smoke, cpu, gpu; default: LABKIT_PROFILE, else gpu with
 CUDA, else cpu) and ``--set section.name=value`` to override any config value.
@@ -93,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["mnist"]:  # the digit track has its own options
+        from labkit.mnist_cli import main as mnist_main
+
+        return mnist_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.quiet:
         import os

@@ -7,6 +7,7 @@
     python -m labkit sample     write outputs/<run name>/images/{test,new_test}/, the grids and the denoising row
     python -m labkit evaluate   score outputs/<run name>/images/ with the judge (and sweep the guidance scale)
     python -m labkit handin     copy one run's outputs into the course's flat layout (handin/)
+    python -m labkit mnist train|sample|fid   the unconditional digit track (see labkit.mnist_cli)
 
 Every command takes ``--profile`` (smoke, cpu, gpu; default: LABKIT_PROFILE, else gpu with
 CUDA, else cpu) and ``--set section.name=value`` to override any config value.
@@ -130,6 +131,11 @@ def build_config(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["mnist"]:  # the digit track has its own options
+        from labkit.mnist_cli import main as mnist_main
+
+        return mnist_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.quiet:
         import os

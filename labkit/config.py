@@ -247,7 +247,7 @@ class ModelConfig(Section):
     name: ClassVar[str] = "model"
     backend: Backend = "diffusers"
     conditioning: Conditioning = "embedding"  # "embedding" (added to the time embedding) or "channels"
-    num_classes: int = limit(24, minimum=1)
+    num_classes: int = limit(24, minimum=0)  # 0: an unconditional model (no label input)
     base_channels: int = limit(128, minimum=1)
     channel_mults: tuple[int, ...] = limit((1, 2, 2, 4), minimum=1)
     layers_per_block: int = limit(2, minimum=1)

@@ -89,7 +89,13 @@ class ConditionalUNet(nn.Module):
         if x_t.dim() != 4 or x_t.shape[1] != 3:
             raise ValueError(f"x_t must have shape (B, 3, H, W), got {tuple(x_t.shape)}")
         batch = x_t.shape[0]
-        if labels.shape != (batch, self.num_classes):
+        if self.num_classes == 0 or labels is None:  # unconditional model: no label input at all
+            if self.num_classes or labels is not None:
+                raise ValueError(
+                    f"this model has num_classes={self.num_classes}: pass labels=None exactly when "
+                    "model.num_classes = 0 (unconditional), else (B, num_classes) labels"
+                )
+        elif labels.shape != (batch, self.num_classes):
             raise ValueError(
                 f"labels must be multi-hot of shape ({batch}, {self.num_classes}) for a batch of {batch}, "
                 f"got {tuple(labels.shape)}; encode label lists with LabelSpace.encode"
@@ -286,8 +292,10 @@ class CompactUNet(ConditionalUNet):
         self.time_mlp = nn.Sequential(
             nn.Linear(channels[0], embedding_dim), nn.SiLU(), nn.Linear(embedding_dim, embedding_dim)
         )
-        self.label_embedding = LabelEmbedding(cfg.num_classes, embedding_dim) if self.conditioning == "embedding" else None
-        in_channels = 3 + (cfg.num_classes if self.conditioning == "channels" else 0)
+        self.label_embedding = (
+            LabelEmbedding(cfg.num_classes, embedding_dim) if self.conditioning == "embedding" and cfg.num_classes else None
+        )
+        in_channels = 3 + (cfg.num_classes if self.conditioning == "channels" else 0)  # num_classes = 0: no label input
         self.conv_in = nn.Conv2d(in_channels, channels[0], 3, padding=1)
 
         def attention(level: int, width: int) -> nn.Module:
@@ -338,7 +346,7 @@ class CompactUNet(ConditionalUNet):
     def forward(self, x_t: torch.Tensor, timesteps, labels: torch.Tensor) -> torch.Tensor:
         timesteps = self._check_inputs(x_t, timesteps, labels)
         embedding = self.embed(timesteps, labels)  # (B, E)
-        if self.conditioning == "channels":
+        if self.conditioning == "channels" and labels is not None:
             x_t = torch.cat([x_t, label_channels(labels.to(x_t.dtype), *x_t.shape[-2:])], dim=1)  # (B, 27, S, S)
         h = self.conv_in(x_t)  # (B, c_0, S, S)
         skips = []
@@ -394,8 +402,7 @@ class DiffusersUNet(ConditionalUNet):
         embedding_dim = 4 * channels[0]
         down_types = tuple("AttnDownBlock2D" if attn else "DownBlock2D" for attn in cfg.attention_levels)
         up_types = tuple("AttnUpBlock2D" if attn else "UpBlock2D" for attn in reversed(cfg.attention_levels))
-        embedding = self.conditioning == "embedding"
-        self.label_embedding = LabelEmbedding(cfg.num_classes, embedding_dim) if embedding else None
+        embedding = self.conditioning == "embedding" and cfg.num_classes > 0  # num_classes = 0: unconditional
         self.unet = UNet2DModel(
             sample_size=image_size,
             in_channels=3 if embedding else 3 + cfg.num_classes,
@@ -410,11 +417,14 @@ class DiffusersUNet(ConditionalUNet):
             add_attention=bool(cfg.attention_levels[-1]),
             class_embed_type="identity" if embedding else None,
         )
+        self.label_embedding = LabelEmbedding(cfg.num_classes, embedding_dim) if embedding else None
 
     def forward(self, x_t: torch.Tensor, timesteps, labels: torch.Tensor) -> torch.Tensor:
         timesteps = self._check_inputs(x_t, timesteps, labels)
         if self.label_embedding is not None:
             return self.unet(x_t, timesteps, class_labels=self.label_embedding(labels)).sample
+        if labels is None:  # unconditional
+            return self.unet(x_t, timesteps).sample
         x_t = torch.cat([x_t, label_channels(labels.to(x_t.dtype), *x_t.shape[-2:])], dim=1)  # (B, 27, S, S)
         return self.unet(x_t, timesteps).sample
 
@@ -477,8 +487,10 @@ def flops_per_image(model: ConditionalUNet, image_size: int | None = None, num_c
     image_size = image_size or model.image_size
     parameter = next(model.parameters())
     x_t = torch.zeros(1, 3, image_size, image_size, device=parameter.device)
-    labels = torch.zeros(1, num_classes, device=parameter.device)
-    labels[0, 0] = 1.0
+    labels = None
+    if getattr(model, "num_classes", num_classes):
+        labels = torch.zeros(1, model.num_classes, device=parameter.device)
+        labels[0, 0] = 1.0
     timesteps = torch.zeros(1, dtype=torch.long, device=parameter.device)
     # CPU attention (``_scaled_dot_product_flash_attention_for_cpu``) has no formula in torch
     custom = {}

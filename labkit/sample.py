@@ -199,10 +199,12 @@ def sample_chunk(
     model, schedule, labels: torch.Tensor, seeds: Sequence[int], size: int, settings: SampleSettings,
     judge=None, return_trajectory: bool = False, on_step=None,
 ) -> ChunkResult:
-    """The sampling loop for one chunk of images (labels (b, 24) on the model's device, one seed per image)."""
+    """The sampling loop for one chunk of images (labels (b, 24) on the model's device, or None for an
+    unconditional model; one seed per image)."""
     generators = image_generators(seeds)
     scheduler = make_scheduler(settings.sampler, schedule, settings.num_inference_steps, clip_sample=settings.clip_sample)
-    x_t = initial_noise(generators, (3, size, size)).to(labels.device)  # x_T, (b, 3, S, S)
+    device = next(model.parameters()).device
+    x_t = initial_noise(generators, (3, size, size)).to(device)  # x_T, (b, 3, S, S)
     result = ChunkResult(images=x_t, timesteps=[int(t) for t in scheduler.timesteps])
     if return_trajectory:
         result.trajectory.append(to_uint8(x_t).cpu())
@@ -245,8 +247,12 @@ def sample(
     precision: str = "auto",
     progress: bool = True,
     image_size: int | None = None,
+    num_images: int | None = None,
 ) -> SampleResult:
-    """Generate one image per label row.
+    """Generate one image per label row (or ``num_images`` images with ``labels=None``).
+
+    labels=None: an unconditional model (``model.num_classes = 0``); ``num_images`` (or ``seeds``)
+    sets how many images, and guidance does not apply.
 
     labels: (B, 24) multi-hot (all-zero rows sample unconditionally).
     sampler / num_inference_steps: "ddpm", "ddim" (with ``eta``) or "dpmsolver++".
@@ -263,18 +269,24 @@ def sample(
         sampler, num_inference_steps, guidance_scale, eta, batch_size, judge_guidance_scale, cfg_mode, clip_sample,
         resolve_precision(precision, device),
     )
-    count = labels.shape[0]
+    if labels is None:
+        count = num_images if num_images is not None else len(seeds or [])
+        settings.guidance_scale = 1.0  # no label, so no guidance: one network call per step
+    else:
+        count = labels.shape[0]
     seeds = list(seeds) if seeds is not None else [seed + i for i in range(count)]
     if len(seeds) != count:
         raise ValueError(f"{len(seeds)} seeds for {count} label rows; give one seed per image")
     size = image_size or getattr(model, "sample_size", None) or _infer_size(model)
     guide = judge if judge is not None and judge_guidance_scale > 0 else None
-    schedule, labels = schedule.to(device), labels.float().to(device)
+    schedule = schedule.to(device)
+    labels = None if labels is None else labels.float().to(device)
     start = time.perf_counter()
     starts = range(0, count, batch_size)
     bar = tqdm(total=len(starts) * num_inference_steps, desc=f"sample {sampler}", disable=not show_progress(progress))
     chunks = [
-        sample_chunk(model, schedule, labels[i : i + batch_size], seeds[i : i + batch_size], size, settings, guide,
+        sample_chunk(model, schedule, None if labels is None else labels[i : i + batch_size], seeds[i : i + batch_size],
+                     size, settings, guide,
                      return_trajectory, on_step=lambda: bar.update(1))
         for i in starts
     ]

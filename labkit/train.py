@@ -63,6 +63,8 @@ def drop_labels(labels: torch.Tensor, drop_prob: float, generator: torch.Generat
 
     labels: (B, 24) multi-hot -> (B, 24).
     """
+    if labels is None:  # unconditional: nothing to drop
+        return None
     if drop_prob <= 0:
         return labels
     keep = torch.rand(labels.shape[0], device=labels.device, generator=generator) >= drop_prob  # (B,)
@@ -200,7 +202,8 @@ def place_training_set(
     stays in host memory and :func:`make_batch` copies each batch through pinned memory with
     non-blocking copies. The description says which path was taken and why (printed by :func:`train`).
     """
-    size_mib = (images.numel() * images.element_size() + labels.numel() * labels.element_size()) / 2**20
+    label_bytes = 0 if labels is None else labels.numel() * labels.element_size()  # None: unconditional
+    size_mib = (images.numel() * images.element_size() + label_bytes) / 2**20
     what = f"{len(images)} images, {size_mib:,.1f} MiB as uint8"
     if device.type != "cuda":
         return images, labels, f"training set ({what}) in {device.type} memory, the model's device"
@@ -209,7 +212,8 @@ def place_training_set(
     else:
         free, _ = torch.cuda.mem_get_info(device)
         if size_mib * 2**20 < 0.3 * free:
-            return images.to(device), labels.to(device), f"training set ({what}) on {device}"
+            on_device = None if labels is None else labels.to(device)
+            return images.to(device), on_device, f"training set ({what}) on {device}"
         why = f"it would take over 30% of the GPU's free {free / 2**20:,.0f} MiB"
     return images, labels, f"training set ({what}) in host memory ({why}): batches copied through pinned memory, non-blocking"
 
@@ -303,7 +307,7 @@ class RunSetup:
     precision_reason: str  # why that precision (printed at the start of training)
     channels_last: bool
     images: torch.Tensor  # uint8 (N, 3, S, S), on the device when it fits
-    labels: torch.Tensor  # (N, 24) multi-hot
+    labels: torch.Tensor | None  # (N, 24) multi-hot; None for an unconditional model
     schedule: NoiseSchedule
     data_path: str  # where the training set lives and how batches reach the device
 
@@ -377,7 +381,7 @@ def build_state(setup: RunSetup) -> TrainState:
         lr_scheduler=lr_scheduler,
         grad_scaler=torch.amp.GradScaler(device.type, enabled=setup.precision == "fp16"),
         sampler=BatchSampler(
-            len(setup.labels), train_config.batch_size // setup.world_size, seed=train_config.seed,
+            len(setup.images), train_config.batch_size // setup.world_size, seed=train_config.seed,
             rank=setup.rank, world_size=setup.world_size,
         ),
         noise_generator=torch.Generator(device=device).manual_seed(train_config.seed * 1000 + setup.rank),
@@ -410,7 +414,9 @@ def train_step(state: TrainState, setup: RunSetup, network: nn.Module) -> torch.
     config = setup.config
     indices = state.sampler.next_indices()
     x0 = make_batch(setup.images, indices, config.data.hflip, state.noise_generator, setup.channels_last, setup.device)
-    batch_labels = setup.labels[indices.to(setup.labels.device)].to(setup.device, non_blocking=True)
+    batch_labels = (  # None: an unconditional model (a training set without labels)
+        None if setup.labels is None else setup.labels[indices.to(setup.labels.device)].to(setup.device, non_blocking=True)
+    )
     with autocast(setup.device, setup.precision):
         loss = diffusion_loss(
             network, setup.schedule, x0, batch_labels, cond_drop_prob=config.train.cond_drop_prob,

@@ -16,9 +16,9 @@ STAGES = [
     ("checkpoint", "reference"),
     ("train",),
     ("sample",),
-    ("metrics", "judge", "judge_training"),
-    ("outputs", "figures", "evaluate"),
-    ("widgets", "lab", "colab", "plan"),
+    ("metrics", "judge", "judge_training", "fid"),
+    ("outputs", "figures", "evaluate", "mnist"),
+    ("widgets", "lab", "colab", "plan", "mnist_cli"),
     ("__main__", "__init__"),
 ]
 STAGE = {name: index for index, names in enumerate(STAGES) for name in names}

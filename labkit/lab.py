@@ -16,6 +16,7 @@ layout (``handin/``) when a student hands them in.
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from dataclasses import dataclass, field

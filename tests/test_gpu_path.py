@@ -196,17 +196,19 @@ def toy_gpu_config(tmp_path, data_root):
 def test_gpu_profile_code_path_at_toy_size_with_evaluation_best_and_resume(tmp_path, capsys):
     from labkit import synth
     from labkit.evaluate import Judge, build_evaluator_network
+    from labkit.lab import training_callbacks
     from labkit.train import load_model
 
     data_root = synth.render_dataset(tmp_path / "official", num_scenes=2, progress=False)  # official layout, 6 images
     config = toy_gpu_config(tmp_path, data_root)
     assert config.model.backend == "diffusers" and config.data.image_size == 64
     judge = Judge("untrained judge (test)", build_evaluator_network(), device="cpu")
-    first = train(config, resume=True, progress=False, judge=judge, stop_at_step=2)
+    callbacks = training_callbacks(config, judge, progress=False)  # the lab's previews and evaluation, as run_train passes them
+    first = train(config, resume=True, progress=False, stop_at_step=2, **callbacks)
     assert first.step == 2
     best = config.run_dir / "checkpoints" / "best.pt"
     assert best.exists() and first.best_accuracy is not None
-    second = train(config, resume=True, progress=False, judge=judge)
+    second = train(config, resume=True, progress=False, **callbacks)
     printed = capsys.readouterr().out
     assert second.step == 4 and f"resumed {config.run_dir} at step 2" in printed
     assert "data: training set (6 images" in printed

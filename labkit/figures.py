@@ -112,11 +112,9 @@ def denoising_strip(result, frames: int = 10, title: str = "", size: int = 64):
     """
     import matplotlib.pyplot as plt
 
-    rows = [denoising_row(result.trajectory[:, 0], frames=frames)]
-    if result.pred_x0 is not None:  # x̂0 exists for each step (one fewer than the x_t frames)
-        rows.append(denoising_row(result.pred_x0[:, 0], frames=frames))
-    frames = min(len(row) for row in rows)  # a short trajectory has fewer frames than asked for
-    rows = [row[:frames] for row in rows]
+    available = [result.trajectory] + ([result.pred_x0] if result.pred_x0 is not None else [])  # x̂0: one fewer
+    frames = max(2, min([frames] + [len(frames_of) for frames_of in available]))  # a short trajectory has fewer
+    rows = [denoising_row(frames_of[:, 0], frames=frames) for frames_of in available]
     fig, axes = plt.subplots(len(rows), frames, figsize=(1.25 * frames, 1.35 * len(rows) + 0.4), squeeze=False)
     for r, row in enumerate(rows):
         row = as_uint8(resize_square(row, size)) if row.shape[-1] != size else row

@@ -45,7 +45,7 @@ def fake_colab(monkeypatch):
 
 
 def test_every_notebook_starts_with_the_same_bootstrap():
-    assert len(NOTEBOOKS) == 6
+    assert len(NOTEBOOKS) == 7
     first = bootstrap_lines(NOTEBOOKS[0])
     assert colab.REPOSITORY in first and colab.COLAB_CHECKOUT in first
     for path in NOTEBOOKS:
@@ -153,6 +153,6 @@ def test_set_repository_rewrites_every_copy_of_the_address(tmp_path):
         text = path.read_text(encoding="utf-8")
         assert f"github.com/{old}" not in text and "course-team/diffusion-lab" in text, path
     readme = (tmp_path / "README.md").read_text()
-    assert readme.count("colab.research.google.com/github/course-team/diffusion-lab/blob/main/notebooks/") == 6
+    assert readme.count("colab.research.google.com/github/course-team/diffusion-lab/blob/main/notebooks/") == 7
     with pytest.raises(ValueError, match="account/name"):
         colab.set_repository("https://github.com/x", tmp_path)

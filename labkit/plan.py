@@ -232,8 +232,10 @@ def trained_model(
 
     if choice not in MODEL_CHOICES:
         raise ValueError(f"model choice {choice!r}: use one of {', '.join(MODEL_CHOICES)}")
-    own_step = run_progress(config)
-    if choice == "auto" and not train and config.profile != "smoke" and fallback is not None:
+    may_use_reference = choice == "auto" and not train and config.profile != "smoke" and fallback is not None
+    # read last.pt here only when the choice needs it; ensure_trained below reads it otherwise
+    own_step = run_progress(config) if may_use_reference or choice == "reference" else None
+    if may_use_reference:
         shipped = reference.reference_step()
         if shipped is not None and own_step is not None and own_step < shipped:
             choice = "reference"  # a missing run goes through ensure_trained below: how long it takes, then the stand-in

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from labkit.config import PROFILES, ConfigError, active_profile, get_config, set_override
+from labkit.config import PROFILES, ConfigError, LabError, active_profile, get_config, set_override
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +40,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "against the setting's type and allowed values before anything runs)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,21 +144,37 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TQDM_DISABLE"] = "1"
     try:
         config = build_config(args)
-    except ConfigError as error:
-        print(f"python -m labkit {args.command}: {error}", file=sys.stderr)
-        return 2
-    try:
         run_command(args, config, progress=not args.quiet)
-    except (ConfigError, FileNotFoundError, FileExistsError) as error:
-        print(f"python -m labkit {args.command}: {error}", file=sys.stderr)
+    except (LabError, FileNotFoundError, FileExistsError) as error:
+        if args.debug:
+            raise
+        print(error_paragraph(f"python -m labkit {args.command}", error), file=sys.stderr)
         return 2
     return 0
+
+
+def error_paragraph(command: str, error: BaseException) -> str:
+    """One paragraph for an error the user can fix (what, where, the fix), and how to see the traceback."""
+    kind = "" if isinstance(error, LabError) else f"{type(error).__name__}: "
+    return f"{command}: error: {kind}{error}\n(run again with --debug for the traceback)"
 
 
 def run_command(args: argparse.Namespace, config, progress: bool) -> None:
     """Run ``args.command`` with ``config``."""
     from labkit import lab
+    from labkit.preflight import preflight
 
+    checks = {  # what each command reads, checked before any long work (the lab checks its own)
+        "data": dict(judge=False),
+        "judge": dict(),
+        "train": dict(judge=config.train.eval_every > 0),
+        "sample": dict(judge=config.sample.judge_guidance_scale > 0),
+        "evaluate": dict(),
+    }
+    if args.command in checks and not getattr(args, "reference", False):
+        report = preflight(config, **checks[args.command])
+        if progress:
+            print(report)
     if args.command == "lab":
         lab.run_lab(config, progress=progress, sweep=not args.no_sweep, resume=not args.fresh)
     elif args.command == "data":

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from labkit.config import LabConfig
+from labkit.config import LabConfig, LabError
 from labkit.model import build_model
 from labkit.runtime import atomic_save, get_device
 from labkit.schedules import NoiseSchedule
@@ -70,17 +70,22 @@ def set_rng_state(state: dict, noise_generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class RunError(LabError, ValueError):
+    """A run folder that cannot be continued with these settings; the message says how to go on."""
+
+
 def check_resumable(checkpoint: dict, config: LabConfig, path: Path) -> None:
     """Refuse to resume when the model or data would not match the checkpoint."""
     saved = LabConfig.from_dict(checkpoint["config"])
     for section in ("model", "diffusion"):
         if getattr(saved, section) != getattr(config, section):
-            raise ValueError(
+            raise RunError(
                 f"{path} was trained with a different {section} config; resume with the same settings, "
                 f"pass resume=False (the old run is moved aside), or set train.run_name to a new name"
             )
     if saved.data.image_size != config.data.image_size:
-        raise ValueError(f"{path} was trained at {saved.data.image_size}px, not {config.data.image_size}px")
+        raise RunError(f"{path} was trained at {saved.data.image_size}px, not {config.data.image_size}px; resume with "
+                       f"data.image_size = {saved.data.image_size}, or set train.run_name to a new name")
 
 
 def snapshot_path(run_dir: str | os.PathLike, step: int) -> Path:

@@ -42,7 +42,15 @@ TRUE_WORDS = ("true", "yes", "1")
 FALSE_WORDS = ("false", "no", "0")
 
 
-class ConfigError(ValueError):
+class LabError(Exception):
+    """A problem the user can fix: the message says what is wrong, where (file, entry or setting) and the fix.
+
+    ``python -m labkit`` prints it as one paragraph and exits with status 2 (``--debug`` shows the
+    traceback); any other exception is a bug in the lab and keeps its traceback.
+    """
+
+
+class ConfigError(LabError, ValueError):
     """A config value that cannot be used; the message names the setting, the value and what is allowed."""
 
 

@@ -18,6 +18,12 @@ from PIL import Image
 
 EVALUATOR_SIZE = 64  # the course evaluator's input size
 
+def image_info(path: str | os.PathLike) -> tuple[int, int, str]:
+    """(width, height, Pillow mode) of an image file, read from its header without decoding the pixels."""
+    with Image.open(path) as image:
+        return image.width, image.height, image.mode
+
+
 def decode_png(path: str | os.PathLike) -> torch.Tensor:
     """uint8 (3, H, W) RGB tensor of an image file (PNG, or anything Pillow reads)."""
     with Image.open(path) as image:

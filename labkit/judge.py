@@ -28,7 +28,7 @@ import torch.nn as nn
 from torchvision.models import resnet18
 
 from labkit import data as data_module
-from labkit.config import LabConfig, resolve_path
+from labkit.config import LabConfig, LabError, resolve_path
 from labkit.images import EVALUATOR_SIZE, resize_to, to_model_range
 from labkit.metrics import NUM_CLASSES, AccuracyResult, course_accuracy
 from labkit.runtime import get_device
@@ -39,7 +39,7 @@ SYNTHETIC_JUDGE = "synthetic judge"
 OFFICIAL_IMAGES_JUDGE = "labkit judge (trained on the official images)"
 
 
-class EvaluatorFileError(RuntimeError):
+class EvaluatorFileError(LabError, RuntimeError):
     """A course evaluator file (evaluator.py or checkpoint.pth) that cannot be used."""
 
 
@@ -101,15 +101,33 @@ def load_network_state(network: nn.Module, checkpoint: dict, path: str | os.Path
         )
     if state and all(key.startswith("module.") for key in state):  # saved from DataParallel
         state = {key[len("module."):]: value for key, value in state.items()}
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as error:
+    problems = _state_mismatch(network, state)
+    if problems:
         raise EvaluatorFileError(
-            f"{path}: entry 'model' does not fit ResNet18 with fc = Sequential(Linear(512, 24), "
-            f"Sigmoid()) ({str(error).splitlines()[0][:300]}); replace it with the course's original "
-            f"checkpoint.pth"
-        ) from error
+            f"{path}: entry 'model' does not fit ResNet18 with fc = Sequential(Linear(512, 24), Sigmoid()): "
+            f"{'; '.join(problems)}. Replace it with the course's original checkpoint.pth"
+        )
+    network.load_state_dict(state)
     return network
+
+
+def _state_mismatch(network: nn.Module, state: dict, shown: int = 4) -> list[str]:
+    """What keeps ``state`` from loading into ``network``: missing and unexpected keys, wrong shapes (a few of each)."""
+    expected = network.state_dict()
+
+    def listed(names: list[str]) -> str:
+        more = f" and {len(names) - shown} more" if len(names) > shown else ""
+        return ", ".join(names[:shown]) + more
+
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    shapes = [
+        f"{key} {tuple(getattr(state[key], 'shape', ()))} instead of {tuple(expected[key].shape)}"
+        for key in expected if key in state and getattr(state[key], "shape", None) != expected[key].shape
+    ]
+    return (([f"{len(missing)} keys missing ({listed(missing)})"] if missing else [])
+            + ([f"{len(unexpected)} unexpected keys ({listed(unexpected)})"] if unexpected else [])
+            + ([f"{len(shapes)} keys of another shape ({listed(shapes)})"] if shapes else []))
 
 
 # ---- the judge ------------------------------------------------------------------------------------
@@ -278,10 +296,9 @@ def load_course_judge(cfg: LabConfig, device=None) -> Judge | None:
     device = get_device(str(device) if device is not None else None)
     if not checkpoint_path.is_file():
         if evaluator_path.is_file():
-            warnings.warn(
+            raise EvaluatorFileError(
                 f"{evaluator_path} is present but {checkpoint_path} is not; copy the course's checkpoint.pth "
-                f"next to it. Using the synthetic judge meanwhile.",
-                stacklevel=2,
+                f"next to it (evaluator.py alone holds no weights)"
             )
         return None
     if evaluator_path.is_file():

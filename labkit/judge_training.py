@@ -244,12 +244,19 @@ def load_synthetic_judge(cfg: LabConfig, device=None, progress: bool = True) -> 
 
 
 def load_judge(cfg: LabConfig, device=None, progress: bool = True) -> Judge:
-    """The judge of this lab: the course checkpoint when its files are in the data root, else the synthetic judge.
+    """The judge of this lab, from the same place as the test conditions.
 
-    Course files: ``<data root>/evaluator.py`` + ``checkpoint.pth`` (or ``checkpoint.pth`` alone).
-    Otherwise the cached synthetic judge (trained first when absent: about 11 minutes on 2 CPU cores for the cpu profile).
+    Official data: the course checkpoint (``<data root>/checkpoint.pth``, through ``evaluator.py`` when
+    present); without it a judge trained here on the official training images (said so, with its
+    held-out accuracy). Synthetic data: the synthetic judge (shipped in ``reference/``, cached, or trained
+    first: about 11 minutes on 2 CPU cores for the cpu profile), whatever course files lie in the data root.
     """
-    judge = load_course_judge(cfg, device=device)
-    if judge is not None:
-        return judge
+    if data_module.resolve_source(cfg.data, render=False).kind == "official":
+        judge = load_course_judge(cfg, device=device)
+        if judge is not None:
+            return judge
+        if progress:
+            print(f"no checkpoint.pth in {cfg.data.root}: the lab uses a judge of the course's architecture trained "
+                  f"here on the official training images (it is trained now if it is not cached; copy the course's "
+                  f"checkpoint.pth there to score with the course's judge)")
     return load_synthetic_judge(cfg, device=device, progress=progress)

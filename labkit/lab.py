@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +35,13 @@ from labkit.outputs import (  # noqa: F401  (also reachable as labkit.lab.*)
     HANDIN_MARK,
     SPLITS,
     hand_in,
+    publish_outputs,
     read_output_images,
     save_required_outputs,
+    staging_folder,
     write_accuracy_summary,
 )
+from labkit.preflight import preflight
 from labkit.runtime import get_device, resolve_precision
 from labkit.sample import sample, sample_conditions
 from labkit.train import train
@@ -159,28 +163,45 @@ def run_sample(config: LabConfig, model=None, schedule=None, progress: bool = Tr
     """Sample test.json and new_test.json, write the course's files and the denoising row.
 
     Returns {"test": SampleResult, "new_test": SampleResult, "denoising": SampleResult, "paths": {...}}.
-    With ``config.sample.judge_guidance_scale > 0`` the judge guides sampling and every file
-    and printout says so.
+    Both condition files are read before any sampling; the whole set is written to a staging folder
+    and swapped into ``outputs/<run name>/`` only when every file is written, so a failing run leaves
+    the previous outputs as they were. With ``config.sample.judge_guidance_scale > 0`` the judge
+    guides sampling and every file and printout says so.
     """
-    if model is None:
-        model, schedule, _ = load_model(config=config, use_ema=config.sample.use_ema)
     source = data_module.resolve_source(config.data, render=False)
     label_space = source.label_space
+    conditions = {split: source.conditions(split) for split in SPLITS}
+    if model is None:
+        model, schedule, _ = load_model(config=config, use_ema=config.sample.use_ema)
     guidance = {}
     if config.sample.judge_guidance_scale > 0:
         if judge is None:
             judge = load_judge(config, progress=progress)
         guidance = {"judge": judge, "judge_guidance_scale": config.sample.judge_guidance_scale}
-    results: dict = {"paths": {}}
+    staging = staging_folder(config.outputs_dir)
+    try:
+        results = _sample_into(staging, config, model, schedule, conditions, label_space, guidance, progress)
+        publish_outputs(staging, config.outputs_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    results["paths"] = {split: config.outputs_dir / "images" / split for split in SPLITS}
+    results["paths"]["denoising"] = config.outputs_dir / "denoising_process.png"
+    return results
+
+
+def _sample_into(folder: Path, config: LabConfig, model, schedule, conditions: dict, label_space, guidance: dict,
+                 progress: bool) -> dict:
+    """Both files' images, grids, ``sampling.json`` and the denoising row, written into ``folder``."""
+    results: dict = {}
     settings = {}
+    report_folder = folder / "report_figures"
     for split in SPLITS:
-        conditions = source.conditions(split)
-        result = sample_conditions(model, schedule, conditions, config, label_space, progress=progress, **guidance)
+        result = sample_conditions(model, schedule, conditions[split], config, label_space, progress=progress, **guidance)
         results[split] = result
-        paths = save_required_outputs(upsample_for_output(result.images), split, config.outputs_dir, config.report_dir)
-        results["paths"][split] = paths[0].parent
+        save_required_outputs(upsample_for_output(result.images), split, folder, report_folder)
         settings = dict(result.settings, judge_guided=result.judge_guided, run=str(config.run_dir))
-    (config.outputs_dir / "sampling.json").write_text(json.dumps(settings, indent=2) + "\n")
+    (folder / "sampling.json").write_text(json.dumps(settings, indent=2) + "\n")
     denoising = sample_conditions(
         model, schedule, [DENOISING_LABELS], config, label_space, return_trajectory=True, progress=False, **guidance
     )
@@ -188,10 +209,10 @@ def run_sample(config: LabConfig, model=None, schedule=None, progress: bool = Tr
     title = " + ".join(DENOISING_LABELS) + (" (judge-guided)" if denoising.judge_guided else "")
     row = figures.denoising_row(denoising.trajectory[:, 0], frames=config.sample.denoise_frames)
     row = upsample_for_output(data_module.to_model_range(row))
-    results["paths"]["denoising"] = figures.save_grid(row, config.outputs_dir / "denoising_process.png", nrow=len(row))
-    figures.save_grid(row, figures.report_path("denoising_process.png", config.report_dir), nrow=len(row))
+    figures.save_grid(row, folder / "denoising_process.png", nrow=len(row))
+    figures.save_grid(row, figures.report_path("denoising_process.png", report_folder), nrow=len(row))
     fig = figures.show_images(row, ncols=len(row), suptitle=f"denoising process: {title}", size=1.2)
-    figures.save_figure(fig, "denoising_process_titled.png", folder=config.report_dir)
+    figures.save_figure(fig, "denoising_process_titled.png", folder=report_folder)
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -289,6 +310,7 @@ def run_lab(config: LabConfig, progress: bool = True, sweep: bool = True, resume
     times = StageTimes()
     device = get_device()
     print(f"labkit lab: profile {config.profile}, device {device}, run {config.run_dir}")
+    print(preflight(config))  # the config, both condition files, the images and the judge, before any long work
 
     start = time.perf_counter()
     training_set = run_data(config, progress=progress)

@@ -14,12 +14,14 @@ from typing import Sequence
 
 import torch
 
+from labkit.config import LabError
+
 SHAPES = ("cube", "sphere", "cylinder")
 COLORS = ("gray", "red", "blue", "green", "brown", "purple", "cyan", "yellow")
 MAX_OBJECTS = 3
 
 
-class ConditionError(ValueError):
+class ConditionError(LabError, ValueError):
     """A label or condition file that cannot be used; the message says where and how to fix it."""
 
 
@@ -109,6 +111,30 @@ class LabelSpace:
         if multi_hot.dim() == 1:
             multi_hot = multi_hot[None]
         return [[self.names[i] for i in row.nonzero().flatten().tolist()] for row in multi_hot]
+
+
+def require_course_objects(space: LabelSpace) -> LabelSpace:
+    """Check that ``space`` (read from an ``objects.json``) holds the course's 24 objects in the course's order.
+
+    The judge's 24 outputs follow that order, so a missing, extra or renumbered object would score the
+    wrong objects without any error. Returns ``space``; raises :class:`ConditionError` naming the difference.
+    """
+    expected = LabelSpace.default()
+    if space.index == expected.index:
+        return space
+    fix = "restore the course's original objects.json (3 shapes x 8 colours, index = shape * 8 + colour)"
+    missing = [name for name in expected.names if name not in space.index]
+    unknown = [name for name in space.names if name not in expected.index]
+    if missing or unknown:
+        parts = ([f"missing {', '.join(map(repr, missing))}"] if missing else []) + (
+            [f"unknown {', '.join(map(repr, unknown))}"] if unknown else [])
+        raise ConditionError(f"{space.source}: {len(space)} objects, not the course's 24 ({'; '.join(parts)}); {fix}")
+    moved = next(name for name in expected.names if space.index[name] != expected.index[name])
+    raise ConditionError(
+        f"{space.source}: {moved!r} has index {space.index[moved]}, but the course's objects.json gives it "
+        f"{expected.index[moved]}; the judge's outputs follow the course's order, so a reordered file would "
+        f"score the wrong objects. {fix[0].upper() + fix[1:]}"
+    )
 
 
 # ---- condition files ----------------------------------------------------------------------

@@ -67,6 +67,44 @@ def save_required_outputs(
     return paths + [grid, report_grid]
 
 
+def staging_folder(out_dir: str | os.PathLike) -> Path:
+    """An empty ``.<name>.partial`` folder beside ``out_dir``: a sampling run writes its whole set there and
+    :func:`publish_outputs` swaps it in only when every file was written (a failing run changes nothing)."""
+    out_dir = resolve_path(out_dir)
+    staging = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+STALE_AFTER_SAMPLING = ("accuracy.txt", "accuracy.json")  # they scored the images being replaced
+
+
+def publish_outputs(staging: Path, out_dir: str | os.PathLike) -> Path:
+    """Move a complete set from ``staging`` into ``out_dir``: ``images/`` is swapped as a whole (by rename),
+    files replace their namesakes one by one (``report_figures/`` keeps the run's other figures), and
+    the accuracy files of the replaced images are removed. ``staging`` is removed. Returns ``out_dir``."""
+    out_dir = resolve_path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    new_images, old_images = staging / "images", out_dir / "images"
+    if new_images.is_dir():
+        retired = out_dir / ".images.old"
+        shutil.rmtree(retired, ignore_errors=True)
+        if old_images.exists():
+            old_images.rename(retired)
+        new_images.rename(old_images)
+        shutil.rmtree(retired, ignore_errors=True)
+    for name in STALE_AFTER_SAMPLING:
+        (out_dir / name).unlink(missing_ok=True)
+    for path in sorted(staging.rglob("*")):
+        if path.is_file():
+            target = out_dir / path.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+
+
 def write_accuracy_summary(results: dict[str, AccuracyResult], out_dir: str | os.PathLike = "outputs") -> str:
     """A short text block of the accuracies (for a report screenshot), naming the judge.
 

@@ -19,11 +19,11 @@ from typing import Callable
 
 import torch
 
-from labkit.config import LabConfig
+from labkit.config import LabConfig, LabError
 from labkit.runtime import autocast, choose_precision, get_device
 
 
-class ModelMissing(FileNotFoundError):
+class ModelMissing(LabError, FileNotFoundError):
     """No trained model for a stage that needs one; the message says how long training takes and how to start it."""
 
 

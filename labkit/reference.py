@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from labkit import synth
-from labkit.config import LabConfig, resolve_path
+from labkit.config import LabConfig, LabError, resolve_path
 from labkit.model import build_model
 from labkit.runtime import atomic_save, atomic_write_text, get_device
 from labkit.schedules import NoiseSchedule
@@ -36,7 +36,7 @@ MANIFEST_FILE = "manifest.json"
 RUN_NAME = "reference"
 
 
-class ReferenceFileError(RuntimeError):
+class ReferenceFileError(LabError, RuntimeError):
     """A shipped reference file is missing or does not match its recorded SHA-256."""
 
 

@@ -173,17 +173,22 @@ def seed_everything(seed: int) -> None:
         pass
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temp file in the same folder, then rename over ``path``.
+def _file_mode() -> int:
+    """The mode a plainly created file gets (0o666 less the umask): ``mkstemp`` makes its files 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
-    A crash or kill mid-write leaves the previous file intact, never a truncated one.
-    """
+
+def _atomic_write(path: str | os.PathLike, write, mode: str) -> None:
+    """Write through ``write(file)`` into a temp file beside ``path``, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(obj, file)
+        os.chmod(temp_name, _file_mode())
+        with os.fdopen(handle, mode) as file:
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp_name, path)
@@ -193,19 +198,37 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
         raise
 
 
+TEMP_SUFFIX = ".tmp"  # atomic writes go through ".<name>.<random>.tmp" beside the target
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temp file in the same folder, then rename over ``path``.
+
+    A crash or kill mid-write leaves the previous file intact, never a truncated one (a ``kill -9``
+    can leave the temp file behind: :func:`remove_stale_temp_files` clears those). The file gets the
+    usual permissions (0666 less the umask), not ``mkstemp``'s 0600.
+    """
+    _atomic_write(path, lambda file: torch.save(obj, file), "wb")
+
+
 def atomic_write_text(text: str, path: str | os.PathLike) -> None:
-    """Write text atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
+    """Write text atomically (temp file + rename), with the usual permissions."""
+    _atomic_write(path, lambda file: file.write(text), "w")
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temp files that an atomic write killed mid-way (``kill -9``, power loss) left in ``folder``.
+
+    Call it only where no other process is writing (the start of a run). Returns the removed paths.
+    """
+    folder = Path(folder)
+    removed = []
+    if folder.is_dir():
+        for path in folder.glob(f".*{TEMP_SUFFIX}"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def show_progress(progress: bool = True) -> bool:

@@ -16,10 +16,14 @@ bit-for-bit on CPU (model, EMA, optimiser, LR schedule, grad scaler, step, data 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import math
 import os
+import random
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,12 +47,13 @@ from labkit.checkpoint import (  # noqa: F401  (load_model, find_checkpoint, sna
     set_rng_state,
     snapshot_path,
 )
-from labkit.config import LabConfig
+from labkit.config import ConfigError, LabConfig
 from labkit.model import build_model
 from labkit.runtime import (
     autocast,
     resolve_channels_last,
     choose_precision,
+    remove_stale_temp_files,
     seed_everything,
     show_progress,
 )
@@ -329,6 +334,7 @@ class TrainState:
     noise_generator: torch.Generator
     step: int = 0
     best_accuracy: float | None = None
+    in_step: bool = False  # True while a step is half done (the weights, optimiser and data order may disagree)
 
 
 def prepare_run(config: LabConfig, resume: bool, training_set=None, progress: bool = True) -> RunSetup:
@@ -339,7 +345,8 @@ def prepare_run(config: LabConfig, resume: bool, training_set=None, progress: bo
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     device, world_size = accelerator.device, accelerator.num_processes
     if config.train.batch_size % world_size:
-        raise ValueError(f"train.batch_size={config.train.batch_size} must divide evenly over {world_size} processes")
+        raise ConfigError(f"train.batch_size = {config.train.batch_size} must divide evenly over the {world_size} processes; "
+                          f"set it to a multiple of {world_size}")
     precision_choice = choose_precision(config.train.precision, device)
     precision = precision_choice.name
     seed_everything(config.train.seed + accelerator.process_index)
@@ -348,6 +355,10 @@ def prepare_run(config: LabConfig, resume: bool, training_set=None, progress: bo
         aside = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         run_dir.rename(aside)
         print(f"moved the previous run {run_dir} to {aside}")
+    if accelerator.is_main_process:
+        for folder in (run_dir, checkpoint_dir(run_dir)):  # left by a kill during an earlier run's write
+            for stale in remove_stale_temp_files(folder):
+                print(f"removed {stale}, a partial file left by an earlier run that was killed while writing it")
     accelerator.wait_for_everyone()
     if training_set is None:
         training_set = data_module.load_training_set(config.data, progress=progress and accelerator.is_main_process)
@@ -412,6 +423,7 @@ def train_step(state: TrainState, setup: RunSetup, network: nn.Module) -> torch.
     """One optimiser step on the next batch (``network`` is the prepared, maybe compiled, model); returns the
     loss on the device (no host sync)."""
     config = setup.config
+    state.in_step = True
     indices = state.sampler.next_indices()
     x0 = make_batch(setup.images, indices, config.data.hflip, state.noise_generator, setup.channels_last, setup.device)
     batch_labels = (  # None: an unconditional model (a training set without labels)
@@ -427,6 +439,7 @@ def train_step(state: TrainState, setup: RunSetup, network: nn.Module) -> torch.
     if state.ema is not None:
         state.ema.update(setup.accelerator.unwrap_model(state.model), state.step)
     state.step += 1
+    state.in_step = False
     return loss.detach()
 
 
@@ -507,21 +520,90 @@ class TrainLog:
 
 
 def after_step(state: TrainState, setup: RunSetup, end_step: int, log: TrainLog, bar, callbacks: dict) -> None:
-    """Log, preview, evaluate (``best.pt`` on a better accuracy), checkpoint and snapshot when their step comes."""
+    """Log, checkpoint and snapshot when their step comes; then preview and evaluate (``best.pt`` on a better
+    accuracy). The callbacks run after the step's checkpoint, so a failing one loses no training, and in a
+    forked random state, so the training stream is the same with or without them."""
     train_config, step, main = setup.config.train, state.step, setup.is_main
     if step % train_config.log_every == 0 or step == end_step:
         log.write(state, bar)
-    if main and callbacks.get("on_preview") and train_config.preview_every and step % train_config.preview_every == 0:
-        callbacks["on_preview"](state.ema.model, setup.schedule, step)
-    if main and callbacks.get("on_eval") and train_config.eval_every and step % train_config.eval_every == 0:
-        accuracy = callbacks["on_eval"](state.ema.model, setup.schedule, step)
-        if accuracy is not None and (state.best_accuracy is None or accuracy > state.best_accuracy):
-            state.best_accuracy = accuracy
-            save_state(state, setup, checkpoint_dir(setup.config.run_dir) / "best.pt", gather=False)
     if step % train_config.checkpoint_every == 0 or step == end_step:
         save_state(state, setup, setup.last_path)
     if main and train_config.snapshot_every and step % train_config.snapshot_every == 0:
         save_snapshot(state.ema.model, setup.config, step)
+    preview = main and callbacks.get("on_preview") and train_config.preview_every and step % train_config.preview_every == 0
+    evaluate = main and callbacks.get("on_eval") and train_config.eval_every and step % train_config.eval_every == 0
+    if not (preview or evaluate):
+        return
+    with forked_random_state(setup.device):
+        if preview:
+            callbacks["on_preview"](state.ema.model, setup.schedule, step)
+        if evaluate:
+            accuracy = callbacks["on_eval"](state.ema.model, setup.schedule, step)
+            if accuracy is not None and (state.best_accuracy is None or accuracy > state.best_accuracy):
+                state.best_accuracy = accuracy
+                save_state(state, setup, checkpoint_dir(setup.config.run_dir) / "best.pt", gather=False)
+
+
+@contextlib.contextmanager
+def forked_random_state(device: torch.device):
+    """Python's and torch's random states (CPU and ``device``) restored on the way out."""
+    python_state = random.getstate()
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+
+
+def weights_are_finite(model: nn.Module) -> bool:
+    """False when any parameter holds NaN or inf (a diverged run: its checkpoint must not replace a good one)."""
+    return all(bool(torch.isfinite(parameter).all()) for parameter in model.parameters())
+
+
+def save_on_failure(state: TrainState, setup: RunSetup, error: BaseException) -> None:
+    """Keep the steps since the last checkpoint when training stops on ``error``, if the state is sound:
+    not half-way through a step, weights finite. Never replaces a good ``last.pt`` with a broken state."""
+    if not setup.is_main:
+        return
+    what = "interrupted" if isinstance(error, KeyboardInterrupt) else f"stopped by {type(error).__name__}"
+    if state.in_step:
+        print(f"training {what} in the middle of step {state.step + 1}; {setup.last_path} (the last checkpoint) is kept")
+        return
+    if not weights_are_finite(setup.accelerator.unwrap_model(state.model)):
+        print(f"training {what} at step {state.step} with non-finite weights; {setup.last_path} is kept as it was")
+        return
+    try:
+        save_state(state, setup, setup.last_path, gather=False)
+        print(f"training {what} at step {state.step}; saved {setup.last_path} so the run can resume")
+    except Exception as save_error:  # e.g. the disk is full: report it, and raise the original error
+        print(f"training {what} at step {state.step}; saving {setup.last_path} failed too ({save_error})")
+
+
+@contextlib.contextmanager
+def stop_between_steps():
+    """Ctrl-C (SIGINT) during training: finish the step under way, then raise KeyboardInterrupt, so the
+    checkpoint written on the way out is never half a step. A second Ctrl-C interrupts at once.
+    Yields a function that raises when a stop was asked for. Only in the main thread (signals live there)."""
+    asked = []
+
+    def handler(signum, frame):
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signum)
+
+    def check() -> None:
+        if asked:
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield check
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def train(
@@ -552,6 +634,9 @@ def train(
     if resume and setup.last_path.exists():
         resume_state(state, setup)
     if state.step >= config.train.steps:
+        if setup.is_main:
+            print(f"{config.run_name}: already trained to step {state.step} of train.steps = {config.train.steps}; "
+                  f"nothing to do (raise train.steps to continue, or --fresh to start again)")
         setup.accelerator.wait_for_everyone()
         return TrainResult(config.run_dir, state.step, best_accuracy=state.best_accuracy, last_checkpoint=setup.last_path)
     network = torch.compile(state.model) if config.train.compile else state.model
@@ -567,14 +652,14 @@ def train(
                disable=not show_progress(progress and setup.is_main))
     network.train()
     try:
-        while state.step < end_step:
-            log.add(train_step(state, setup, network))
-            bar.update(1)
-            after_step(state, setup, end_step, log, bar, callbacks)
-    except KeyboardInterrupt:
-        if setup.is_main:
-            print(f"interrupted at step {state.step}; saving {setup.last_path} so the run can resume")
-        save_state(state, setup, setup.last_path, gather=False)
+        with stop_between_steps() as stop_if_asked:
+            while state.step < end_step:
+                log.add(train_step(state, setup, network))
+                bar.update(1)
+                after_step(state, setup, end_step, log, bar, callbacks)
+                stop_if_asked()
+    except BaseException as error:
+        save_on_failure(state, setup, error)
         raise
     finally:
         bar.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import torch
@@ -53,3 +54,32 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def write_json(path, value) -> str:
+    path.write_text(json.dumps(value))
+    return str(path)
+
+
+def make_official_folder(root, count: int = 6):
+    """A small folder in the official layout: 320x240 PNGs (left half red, right half blue, a
+    per-image gray bar on top), train.json, objects.json, test.json, new_test.json."""
+    from labkit import data
+    from labkit.data import LabelSpace
+
+    (root / "iclevr").mkdir(parents=True)
+    names = LabelSpace.default().names
+    labels = {}
+    for i in range(count):
+        image = torch.zeros(3, 240, 320, dtype=torch.uint8)
+        image[0, :, :160] = 200  # red left half
+        image[2, :, 160:] = 200  # blue right half
+        image[:, :40, :] = (20 * i) % 256  # a bar that tells the images apart
+        name = f"CLEVR_train_{i:06d}_{i % 3}.png"
+        data.write_png(image, root / "iclevr" / name)
+        labels[name] = [names[(i + k * 5) % 24] for k in range(1 + i % 3)]
+    write_json(root / "train.json", labels)
+    write_json(root / "objects.json", LabelSpace.default().index)
+    write_json(root / "test.json", [["red cube"], ["blue sphere", "gray cylinder"]])
+    write_json(root / "new_test.json", [["cyan cube", "yellow sphere"]])
+    return labels

@@ -8,38 +8,13 @@ import os
 import pytest
 import torch
 
+from factories import make_official_folder, write_json
 from labkit import data
 from labkit.config import get_config
 from labkit.data import COLORS, SHAPES, ConditionError, LabelSpace
 
 
 # ---- helpers --------------------------------------------------------------------------------------
-def write_json(path, value) -> str:
-    path.write_text(json.dumps(value))
-    return str(path)
-
-
-def make_official_folder(root, count: int = 6):
-    """A small folder in the official layout: 320x240 PNGs (left half red, right half blue, a
-    per-image gray bar on top), train.json, objects.json, test.json, new_test.json."""
-    (root / "iclevr").mkdir(parents=True)
-    names = LabelSpace.default().names
-    labels = {}
-    for i in range(count):
-        image = torch.zeros(3, 240, 320, dtype=torch.uint8)
-        image[0, :, :160] = 200  # red left half
-        image[2, :, 160:] = 200  # blue right half
-        image[:, :40, :] = 20 * i  # a bar that tells the images apart
-        name = f"CLEVR_train_{i:06d}_{i % 3}.png"
-        data.write_png(image, root / "iclevr" / name)
-        labels[name] = [names[(i + k * 5) % 24] for k in range(1 + i % 3)]
-    write_json(root / "train.json", labels)
-    write_json(root / "objects.json", LabelSpace.default().index)
-    write_json(root / "test.json", [["red cube"], ["blue sphere", "gray cylinder"]])
-    write_json(root / "new_test.json", [["cyan cube", "yellow sphere"]])
-    return labels
-
-
 def make_config(tmp_path, size: int = 16):
     config = get_config("smoke")
     config.data.root = str(tmp_path / "official")
@@ -165,7 +140,7 @@ def test_resolve_source_prefers_official_files(tmp_path):
 def test_resolve_source_errors(tmp_path):
     config = make_config(tmp_path)
     config.data.source = "official"
-    with pytest.raises(FileNotFoundError, match="copy the course files there"):
+    with pytest.raises(data.DataError, match="does not hold iclevr/, train.json.*Copy the missing ones"):
         data.resolve_source(config.data, render=False)
     with pytest.raises(ValueError, match="auto, official or synthetic"):  # refused when set, before any work
         config.data.source = "somewhere"
@@ -276,9 +251,9 @@ def test_missing_image_is_named(tmp_path):
     make_official_folder(tmp_path / "official")
     (tmp_path / "official" / "iclevr" / "CLEVR_train_000002_2.png").unlink()
     config = make_config(tmp_path)
-    with pytest.raises(FileNotFoundError, match="CLEVR_train_000002_2.png") as error:
+    with pytest.raises(data.DataError, match="CLEVR_train_000002_2.png") as error:
         data.load_training_set(config.data, progress=False)
-    assert "1 images missing" in str(error.value)
+    assert "1 images missing" in str(error.value) and "course's download" in str(error.value)
 
 
 def test_damaged_png_is_named(tmp_path):
@@ -286,6 +261,7 @@ def test_damaged_png_is_named(tmp_path):
     damaged = tmp_path / "official" / "iclevr" / "CLEVR_train_000004_1.png"
     damaged.write_bytes(damaged.read_bytes()[:100])
     config = make_config(tmp_path)
-    with pytest.raises(RuntimeError, match="CLEVR_train_000004_1.png: cannot decode it") as error:
+    with pytest.raises(data.DataError, match="CLEVR_train_000004_1.png: cannot (decode|read) it") as error:
         data.load_training_set(config.data, progress=False)
-    assert "copy it again" in str(error.value)
+    assert "copy the file again from the course's iclevr/ folder" in str(error.value)
+    assert "synthetic" not in str(error.value)  # an official image: no hint about the synthetic folder

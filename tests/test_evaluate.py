@@ -164,7 +164,7 @@ def test_network_has_course_architecture():
 def test_checkpoint_alone_loads_and_matches_torchvision(tmp_path, course_checkpoint):
     _, state = course_checkpoint
     cfg = config_in(tmp_path)
-    judge = evaluate.load_judge(cfg, device="cpu", progress=False)
+    judge = evaluate.load_course_judge(cfg, device="cpu")
     assert judge.name == "course checkpoint" and judge.course_model is None
     images = random_images(5)
     torch.testing.assert_close(judge.probabilities(images), reference_outputs(state, images), rtol=0, atol=1e-6)
@@ -184,7 +184,7 @@ def test_course_evaluator_file_used_through_subclass_on_cpu(tmp_path, course_che
         module.evaluation_model()
 
     cfg = config_in(tmp_path)
-    judge = evaluate.load_judge(cfg, device="cpu", progress=False)
+    judge = evaluate.load_course_judge(cfg, device="cpu")
     assert judge.name == "course checkpoint"
     subclass = type(judge.course_model)
     assert subclass.__mro__[1].__name__ == "evaluation_model" and "compute_acc" not in vars(subclass)
@@ -210,15 +210,15 @@ def test_bad_checkpoint_names_file_and_fix(tmp_path):
 
     path.write_bytes(b"not a torch file")
     with pytest.raises(evaluate.EvaluatorFileError, match=r"checkpoint\.pth.*torch\.load cannot read it.*original"):
-        evaluate.load_judge(cfg, device="cpu", progress=False)
+        evaluate.load_course_judge(cfg, device="cpu")
 
     torch.save({"state_dict": {}}, path)
     with pytest.raises(evaluate.EvaluatorFileError, match=r"checkpoint\.pth: expected a dict whose entry 'model'"):
-        evaluate.load_judge(cfg, device="cpu", progress=False)
+        evaluate.load_course_judge(cfg, device="cpu")
 
     torch.save({"model": {"fc.weight": torch.zeros(3)}}, path)
     with pytest.raises(evaluate.EvaluatorFileError, match=r"checkpoint\.pth: entry 'model' does not fit ResNet18"):
-        evaluate.load_judge(cfg, device="cpu", progress=False)
+        evaluate.load_course_judge(cfg, device="cpu")
 
 
 def test_bad_evaluator_file_names_file_and_fix(tmp_path, course_checkpoint):
@@ -226,10 +226,10 @@ def test_bad_evaluator_file_names_file_and_fix(tmp_path, course_checkpoint):
     cfg = config_in(tmp_path)
     evaluator_path.write_text("def broken(:\n")
     with pytest.raises(evaluate.EvaluatorFileError, match=r"evaluator\.py: importing it failed.*restore"):
-        evaluate.load_judge(cfg, device="cpu", progress=False)
+        evaluate.load_course_judge(cfg, device="cpu")
     evaluator_path.write_text("x = 1\n")
     with pytest.raises(evaluate.EvaluatorFileError, match=r"evaluator\.py: no class evaluation_model"):
-        evaluate.load_judge(cfg, device="cpu", progress=False)
+        evaluate.load_course_judge(cfg, device="cpu")
 
 
 def test_probabilities_resize_small_images_to_64(course_checkpoint):

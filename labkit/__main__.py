@@ -7,6 +7,7 @@
     python -m labkit sample     write outputs/<run name>/images/{test,new_test}/, the grids and the denoising row
     python -m labkit evaluate   score outputs/<run name>/images/ with the judge (and sweep the guidance scale)
     python -m labkit handin     copy one run's outputs into the course's flat layout (handin/)
+    python -m labkit experiment NAME   one comparison (schedules, timesteps, guidance, samplers, ...; see labkit.experiments)
     python -m labkit mnist train|sample|fid   the unconditional digit track (see labkit.mnist_cli)
 
 Every command takes ``--profile`` (smoke, cpu, gpu; default: LABKIT_PROFILE, else gpu with
@@ -100,6 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     _common(handin)
     handin.add_argument("--run-name", default=None, help="the run to hand in (default: the profile)")
     handin.add_argument("--to", default="handin", help="destination folder (default: handin/ in the project)")
+
+    from labkit.experiments import EXPERIMENTS
+
+    experiment = commands.add_parser(
+        "experiment", help="one comparison: a table and a figure in outputs/experiments/NAME/ (see labkit.experiments)"
+    )
+    _common(experiment)
+    experiment.add_argument("name", choices=EXPERIMENTS, help="which comparison")
+    experiment.add_argument("--steps", type=int, default=None, help="training steps per run (default: the profile's train.steps)")
+    experiment.add_argument("--run-name", default=None, help="sampling experiments: an existing trained run (default: exp-base)")
+    experiment.add_argument("--seeds", type=int, default=10, help="the seeds experiment: number of sampling seeds")
     return parser
 
 
@@ -117,12 +129,12 @@ def build_config(args: argparse.Namespace):
             set_override(config, key.strip(), value.strip())
         except ConfigError as error:
             raise ConfigError(f"--set {item}: {error}") from None
-    if getattr(args, "steps", None) is not None:
+    if getattr(args, "steps", None) is not None and args.command != "experiment":
         if args.command == "train":
             config.train.steps = args.steps
         else:
             config.sample.num_inference_steps = args.steps
-    if getattr(args, "run_name", None):
+    if getattr(args, "run_name", None) and args.command != "experiment":
         config.train.run_name = args.run_name
     for name in ("sampler", "guidance_scale", "judge_guidance_scale"):
         value = getattr(args, name, None)
@@ -202,6 +214,13 @@ def run_command(args: argparse.Namespace, config, progress: bool) -> None:
         if args.sweep:
             sweep = lab.run_sweep(config, progress=progress)
             print(f"guidance sweep ({sweep['judge']}): best w = {sweep['best_scale']}")
+    elif args.command == "experiment":
+        from labkit import experiments
+
+        result = experiments.run(args.name, config, steps=args.steps, run_name=args.run_name, seeds=args.seeds,
+                                 progress=progress)
+        print(result)
+        print(f"table and figure: {result.folder}")
     elif args.command == "handin":
         folder = lab.hand_in(config, args.to)
         print(f"handed in run {config.run_name}: {config.outputs_dir} copied to {folder}")

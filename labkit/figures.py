@@ -297,6 +297,25 @@ def loss_curve_figure(rows: Sequence[dict], title: str = "training loss", smooth
     return fig
 
 
+def training_accuracy_figure(rows: Sequence[dict], judge: str = "judge", title: str = "accuracy during training"):
+    """Loss (left) and both files' accuracy (right) against step, from ``log.csv`` rows whose
+    ``test_accuracy`` / ``new_test_accuracy`` were measured (``train.eval_every``)."""
+    import matplotlib.pyplot as plt
+
+    fig, (loss_axis, axis) = plt.subplots(1, 2, figsize=(10, 3.2))
+    loss_axis.plot([row["step"] for row in rows], [row["loss"] for row in rows], alpha=0.6)
+    loss_axis.set(xlabel="optimiser step", ylabel="loss", yscale="log", title="training loss")
+    loss_axis.grid(alpha=0.3, which="both")
+    for key, marker, name in (("test_accuracy", "o", "test.json"), ("new_test_accuracy", "s", "new_test.json")):
+        scored = [row for row in rows if row.get(key) is not None]
+        axis.plot([row["step"] for row in scored], [row[key] for row in scored], marker=marker, label=name)
+    axis.set(xlabel="optimiser step", ylabel="accuracy", ylim=(0, 1.02), title=f"{title} (scored by the {judge})")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 class LiveLossPlot:
     """A loss curve redrawn in place in a notebook while training runs.
 

@@ -108,38 +108,35 @@ def save_preview(model, schedule, config: LabConfig, step: int, device) -> Path:
     return figures.save_grid(result.images, path, nrow=8, upscale=2 if config.data.image_size <= 32 else 1)
 
 
-def evaluate_during_training(model, schedule, config: LabConfig, judge, device, run_dir: Path, step: int) -> float:
-    """Test accuracy (test.json) of the EMA model with the config's sampler; logged to ``eval.csv``."""
+def evaluate_during_training(model, schedule, config: LabConfig, judge, device, run_dir: Path, step: int) -> dict:
+    """Accuracy of the EMA model on both files with the config's sampler (at most 25 steps), for ``log.csv``
+    and ``eval.csv``; their mean picks ``best.pt``. Returns {"accuracy", "test_accuracy", "new_test_accuracy"}."""
     source = data_module.resolve_source(config.data, render=False)
-    conditions = source.conditions("test")
-    labels = source.label_space.encode(conditions)
-    result = sample(
-        model,
-        schedule,
-        labels,
-        sampler=config.sample.sampler,
-        num_inference_steps=config.sample.num_inference_steps,
-        guidance_scale=config.sample.guidance_scale,
-        seed=config.sample.seed,
-        device=device,
-        precision=resolve_precision(config.train.precision, torch.device(device)),
-        progress=False,
-    )
-    accuracy = judge.accuracy(result.images, labels)
+    scores = {}
+    for split in SPLITS:
+        labels = source.label_space.encode(source.conditions(split))
+        result = sample(
+            model, schedule, labels, sampler=config.sample.sampler,
+            num_inference_steps=min(25, config.sample.num_inference_steps), guidance_scale=config.sample.guidance_scale,
+            seed=config.sample.seed, device=device,
+            precision=resolve_precision(config.train.precision, torch.device(device)), progress=False,
+        )
+        scores[f"{split}_accuracy"] = judge.accuracy(upsample_for_output(result.images), labels, split=split).accuracy
+    scores["accuracy"] = (scores["test_accuracy"] + scores["new_test_accuracy"]) / 2
     path = run_dir / "eval.csv"
     new = not path.exists()
     with path.open("a", newline="") as file:
         writer = csv.writer(file)
         if new:
-            writer.writerow(["step", "test_accuracy", "judge"])
-        writer.writerow([step, f"{accuracy.accuracy:.4f}", accuracy.judge])
-    return accuracy.accuracy
-
+            writer.writerow(["step", "test_accuracy", "new_test_accuracy", "judge"])
+        writer.writerow([step, f"{scores['test_accuracy']:.4f}", f"{scores['new_test_accuracy']:.4f}", judge.name])
+    return scores
 
 
 def training_callbacks(config: LabConfig, judge=None, progress: bool = True) -> dict:
     """The lab's ``on_preview`` (a grid of 8 fixed label sets in ``previews/``) and, when
-    ``train.eval_every > 0``, ``on_eval`` (test.json accuracy with the judge, ``eval.csv``) for :func:`labkit.train.train`."""
+    ``train.eval_every > 0``, ``on_eval`` (both files' accuracy with the judge: ``log.csv`` and ``eval.csv``)
+    for :func:`labkit.train.train`."""
     callbacks = {"on_preview": lambda model, schedule, step: save_preview(model, schedule, config, step, get_device())}
     if config.train.eval_every:
         judge = judge or load_judge(config, device=get_device(), progress=progress)
@@ -153,6 +150,22 @@ def run_train(config: LabConfig, training_set=None, progress: bool = True, resum
     """Train (or finish training) the run with the lab's previews and evaluation; returns the TrainResult."""
     callbacks = training_callbacks(config, judge, progress)
     return train(config, resume=resume, progress=progress, training_set=training_set, on_log=on_log, **callbacks)
+
+
+def save_training_accuracy_figure(config: LabConfig, judge_name: str) -> Path | None:
+    """``training_accuracy.png`` in the run's report figures: loss and both files' accuracy against step
+    (when ``train.eval_every`` scored the run); None when nothing was scored."""
+    from labkit.train import read_log
+
+    rows = read_log(config.run_dir)
+    if not any(row.get("test_accuracy") is not None for row in rows):
+        return None
+    fig = figures.training_accuracy_figure(rows, judge=judge_name)
+    path = figures.save_figure(fig, "training_accuracy.png", folder=config.report_dir)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
 
 
 # ---- stage 3: sample ----------------------------------------------------------------------------
@@ -323,6 +336,7 @@ def run_lab(config: LabConfig, progress: bool = True, sweep: bool = True, resume
     start = time.perf_counter()
     trained = run_train(config, training_set=training_set, progress=progress, resume=resume, judge=judge)
     times.record("train", start)
+    save_training_accuracy_figure(config, judge.name)
 
     model, schedule, _ = load_model(config=config, use_ema=config.sample.use_ema, device=device)
     start = time.perf_counter()

@@ -59,7 +59,8 @@ from labkit.runtime import (
 )
 from labkit.schedules import NoiseSchedule
 
-LOG_COLUMNS = ("step", "loss", "lr", "images_per_s", "elapsed_s")
+LOG_COLUMNS = ("step", "loss", "lr", "images_per_s", "elapsed_s", "test_accuracy", "new_test_accuracy")
+ACCURACY_COLUMNS = LOG_COLUMNS[-2:]  # filled on the rows of the steps the judge scored (``train.eval_every``)
 
 
 # ---- the loss -------------------------------------------------------------------------------
@@ -490,15 +491,17 @@ class TrainLog:
         self.running_loss += loss
         self.count += 1
 
-    def write(self, state: TrainState, bar) -> None:
-        """Average the losses since the last row over every process (the one host sync) and record the row."""
-        mean_loss = self.setup.accelerator.reduce(self.running_loss / self.count, reduction="mean").item()
+    def write(self, state: TrainState, bar, accuracies: dict | None = None) -> None:
+        """Average the losses since the last row over every process (the one host sync) and record the row
+        (with the accuracies measured at this step, when there are any)."""
+        mean_loss = self.setup.accelerator.reduce(self.running_loss / max(self.count, 1), reduction="mean").item()
         now = time.perf_counter()
         images_per_s = (state.step - self.window_step) * self.setup.config.train.batch_size / max(now - self.window_start, 1e-9)
         row = {
             "step": state.step, "loss": mean_loss, "lr": state.lr_scheduler.get_last_lr()[0],
             "images_per_s": images_per_s, "elapsed_s": now - self.start,
         }
+        row.update({key: value for key, value in (accuracies or {}).items() if key in ACCURACY_COLUMNS})
         self.running_loss.zero_()
         self.count = 0
         self.window_start, self.window_step = now, state.step
@@ -520,28 +523,40 @@ class TrainLog:
 
 
 def after_step(state: TrainState, setup: RunSetup, end_step: int, log: TrainLog, bar, callbacks: dict) -> None:
-    """Log, checkpoint and snapshot when their step comes; then preview and evaluate (``best.pt`` on a better
-    accuracy). The callbacks run after the step's checkpoint, so a failing one loses no training, and in a
-    forked random state, so the training stream is the same with or without them."""
+    """Checkpoint and snapshot when their step comes; then preview and evaluate (``best.pt`` on a better
+    accuracy); then the log row (with the accuracies of an evaluation). The callbacks run after the step's
+    checkpoint, so a failing one loses no training, and in a forked random state, so the training stream
+    is the same with or without them."""
     train_config, step, main = setup.config.train, state.step, setup.is_main
-    if step % train_config.log_every == 0 or step == end_step:
-        log.write(state, bar)
     if step % train_config.checkpoint_every == 0 or step == end_step:
         save_state(state, setup, setup.last_path)
     if main and train_config.snapshot_every and step % train_config.snapshot_every == 0:
         save_snapshot(state.ema.model, setup.config, step)
     preview = main and callbacks.get("on_preview") and train_config.preview_every and step % train_config.preview_every == 0
-    evaluate = main and callbacks.get("on_eval") and train_config.eval_every and step % train_config.eval_every == 0
-    if not (preview or evaluate):
-        return
-    with forked_random_state(setup.device):
-        if preview:
-            callbacks["on_preview"](state.ema.model, setup.schedule, step)
-        if evaluate:
-            accuracy = callbacks["on_eval"](state.ema.model, setup.schedule, step)
-            if accuracy is not None and (state.best_accuracy is None or accuracy > state.best_accuracy):
-                state.best_accuracy = accuracy
-                save_state(state, setup, checkpoint_dir(setup.config.run_dir) / "best.pt", gather=False)
+    evaluation_due = bool(callbacks.get("on_eval") and train_config.eval_every and step % train_config.eval_every == 0)
+    accuracies = None
+    if preview or (main and evaluation_due):
+        with forked_random_state(setup.device):
+            if preview:
+                callbacks["on_preview"](state.ema.model, setup.schedule, step)
+            if main and evaluation_due:
+                accuracies = evaluation_result(callbacks["on_eval"](state.ema.model, setup.schedule, step))
+                accuracy = accuracies.get("accuracy")
+                if accuracy is not None and (state.best_accuracy is None or accuracy > state.best_accuracy):
+                    state.best_accuracy = accuracy
+                    save_state(state, setup, checkpoint_dir(setup.config.run_dir) / "best.pt", gather=False)
+    if step % train_config.log_every == 0 or step == end_step or evaluation_due:
+        log.write(state, bar, accuracies)
+
+
+def evaluation_result(value) -> dict:
+    """What ``on_eval`` returned, as a dict: a number is the accuracy that picks ``best.pt``; a dict may add
+    ``test_accuracy`` and ``new_test_accuracy`` (written to ``log.csv``); None: nothing measured."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    return {"accuracy": float(value)}
 
 
 @contextlib.contextmanager
@@ -623,8 +638,9 @@ def train(
     stop_at_step: stop early after this step with a checkpoint (a simulated interruption).
     training_set: a :class:`labkit.data.TrainingSet` (default: loaded from ``config.data``).
     on_log(row): each log row (dict with step, loss, lr, images_per_s, elapsed_s), e.g. for live plots.
-    on_eval(ema_model, schedule, step) -> accuracy: every ``train.eval_every`` steps; a better accuracy
-        than before writes ``checkpoints/best.pt``.
+    on_eval(ema_model, schedule, step) -> accuracy: every ``train.eval_every`` steps, after that step's
+        checkpoint; a number, or a dict with "accuracy" (a better one than before writes ``checkpoints/best.pt``)
+        and "test_accuracy" / "new_test_accuracy" (written to ``log.csv``).
     on_preview(ema_model, schedule, step): every ``train.preview_every`` steps (e.g. a grid of samples).
     Callbacks run on the main process only. The global batch is ``config.train.batch_size``, split
     evenly across processes. :func:`labkit.lab.run_train` passes the lab's preview and evaluation.
@@ -682,12 +698,13 @@ def _append_log(path: Path, row: dict) -> None:
 
 
 def read_log(run_dir: str | os.PathLike) -> list[dict]:
-    """The rows of ``log.csv`` as dicts of numbers."""
+    """The rows of ``log.csv`` as dicts of numbers (the accuracy columns are None where not measured)."""
     path = Path(run_dir) / "log.csv"
     if not path.exists():
         return []
     with path.open() as file:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
+        return [{key: float(value) if value not in ("", None) else None for key, value in row.items()}
+                for row in csv.DictReader(file)]
 
 
 def _maybe_tensorboard(run_dir: Path):

@@ -223,3 +223,22 @@ def test_callbacks_preview_and_evaluate_during_training(tmp_path):
     assert best["step"] == 2 and best["best_accuracy"] == 0.5
     snapshot = torch.load(config.run_dir / "checkpoints" / "ema_000004.pt", weights_only=False)
     assert snapshot["step"] == 4 and all(value.dtype == torch.float16 for value in snapshot["model"].values() if value.is_floating_point())
+
+
+def test_accuracies_measured_during_training_go_to_the_log(tmp_path):
+    from labkit import figures
+
+    config = make_tiny_config(tmp_path, **{"train.steps": 5, "train.eval_every": 2, "train.log_every": 5})
+    scores = {2: (0.25, 0.5), 4: (0.5, 0.75)}
+
+    def on_eval(model, schedule, step):
+        test, new_test = scores[step]
+        return {"accuracy": (test + new_test) / 2, "test_accuracy": test, "new_test_accuracy": new_test}
+
+    result = train(config, resume=False, progress=False, training_set=make_training_set(tmp_path, count=8), on_eval=on_eval)
+    rows = read_log(config.run_dir)
+    assert [int(row["step"]) for row in rows] == [2, 4, 5]  # a row at every evaluation, and the log steps
+    assert [(row["test_accuracy"], row["new_test_accuracy"]) for row in rows] == [(0.25, 0.5), (0.5, 0.75), (None, None)]
+    assert result.best_accuracy == 0.625 and (config.run_dir / "checkpoints" / "best.pt").exists()
+    fig = figures.training_accuracy_figure(rows, judge="synthetic judge")
+    assert len(fig.axes[1].lines) == 2

@@ -1,0 +1,317 @@
+"""Experiments in one call each: the comparisons a lab report discusses.
+
+    python -m labkit experiment NAME [--profile cpu] [--steps N] [--seeds N]
+    labkit.experiments.run("schedules", config)            # from a notebook
+
+Training comparisons (one run per variant, same data, seeds and number of steps, in ``runs/exp-NAME-VARIANT/``;
+a finished run is reused, an unfinished one continued):
+
+- ``timesteps``: T = 100, 500, 1000 training timesteps (sampled with the same sampler and steps);
+- ``schedules``: β schedules linear, quadratic, sigmoid, cosine (with their loss curves);
+- ``conditioning``: labels through an embedding added in every block against labels as extra input channels;
+- ``prediction``: the network predicts ε, v or x0;
+- ``batch_size``: 16 against 160 images per step, at an equal number of updates.
+
+Sampling comparisons (one trained run, ``runs/exp-base/``, or ``run_name=`` an existing one):
+
+- ``guidance``: the guidance scale w from 1 to 10 in steps of 0.5;
+- ``samplers``: DDPM with 10 to 1000 steps, DDIM (η = 0 and 1), DPM-Solver++, with seconds per image;
+- ``seeds``: the best and the mean ± standard deviation over N sampling seeds;
+- ``ema``: the raw weights against the EMA weights.
+
+Each writes ``outputs/experiments/NAME/`` (``table.json``, ``table.md``, ``figure.png``). Every accuracy
+comes with one standard error (the course formula counts objects: 72 in test.json, 84 in new_test.json),
+and a difference smaller than two standard errors of the difference is reported as "no measurable difference".
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from labkit import figures
+from labkit.checkpoint import load_model
+from labkit.config import ConfigError, LabConfig, resolve_path, set_override
+from labkit.data import resolve_source
+from labkit.judge_training import load_judge
+from labkit.lab import SPLITS, run_train, upsample_for_output
+from labkit.preflight import preflight
+from labkit.sample import sample_conditions
+from labkit.train import read_log
+
+TRAINING_EXPERIMENTS = {
+    "timesteps": [(f"T={t}", {"diffusion.num_train_timesteps": t}) for t in (100, 500, 1000)],
+    "schedules": [(name, {"diffusion.schedule": name}) for name in ("linear", "quadratic", "sigmoid", "cosine")],
+    "conditioning": [("embedding", {"model.conditioning": "embedding"}), ("channels", {"model.conditioning": "channels"})],
+    "prediction": [(name, {"diffusion.prediction_type": name}) for name in ("epsilon", "v_prediction", "sample")],
+    "batch_size": [(f"batch {size}", {"train.batch_size": size}) for size in (16, 160)],
+}
+SAMPLING_EXPERIMENTS = ("guidance", "samplers", "seeds", "ema")
+EXPERIMENTS = tuple(TRAINING_EXPERIMENTS) + SAMPLING_EXPERIMENTS
+BASE_RUN = "exp-base"
+
+
+# ---- accuracy with its uncertainty ---------------------------------------------------------------
+def standard_error(accuracy: float, objects: int) -> float:
+    """One standard error of an accuracy over ``objects`` objects (binomial): sqrt(p (1 - p) / n)."""
+    return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / max(objects, 1))
+
+
+def compare(a: dict, b: dict) -> str:
+    """"A is higher", "B is higher" or "no measurable difference" (|difference| < 2 standard errors of it)."""
+    difference = a["accuracy"] - b["accuracy"]
+    spread = 2 * math.hypot(a["se"], b["se"])
+    if abs(difference) < spread:
+        return f"no measurable difference ({difference:+.3f}, 2 SE = {spread:.3f})"
+    return f"{'higher' if difference > 0 else 'lower'} by {abs(difference):.3f} (2 SE = {spread:.3f})"
+
+
+@dataclass
+class ExperimentResult:
+    """One experiment's table (one row per variant) and where its files are."""
+
+    name: str
+    judge: str
+    rows: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    folder: Path | None = None
+
+    def markdown(self) -> str:
+        """The table in Markdown: each accuracy ± one standard error, then the comparisons."""
+        extra = [key for key in self.rows[0] if key not in ("variant", "test", "new_test", "mean")] if self.rows else []
+        head = ["variant", "test.json", "new_test.json", "mean", *extra]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row in self.rows:
+            cells = [row["variant"], *(f"{row[s]['accuracy']:.3f} ± {row[s]['se']:.3f}" for s in SPLITS),
+                     f"{row['mean']:.3f}", *(_cell(row[key]) for key in extra)]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", f"accuracy by the {self.judge}; ± one standard error over the objects of each file", *self.notes]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return f"experiment {self.name}\n{self.markdown()}"
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def score(model, schedule, config: LabConfig, judge, conditions: dict, label_space, **overrides) -> dict:
+    """Sample both files (per-image seeds) and score them: {"test": {...}, "new_test": {...}, "mean",
+    "seconds_per_image"}; each split has accuracy, hits, objects and its standard error."""
+    row, seconds, images = {}, 0.0, 0
+    for split in SPLITS:
+        start = time.perf_counter()
+        result = sample_conditions(model, schedule, conditions[split], config, label_space, progress=False, **overrides)
+        seconds, images = seconds + time.perf_counter() - start, images + len(conditions[split])
+        labels = label_space.encode(conditions[split])
+        accuracy = judge.accuracy(upsample_for_output(result.images), labels, split=split)
+        row[split] = {"accuracy": accuracy.accuracy, "hits": accuracy.hits, "objects": accuracy.total,
+                      "se": standard_error(accuracy.accuracy, accuracy.total)}
+    row["mean"] = (row["test"]["accuracy"] + row["new_test"]["accuracy"]) / 2
+    row["seconds_per_image"] = seconds / images
+    return row
+
+
+# ---- the runs -------------------------------------------------------------------------------------
+def variant_config(config: LabConfig, run_name: str, steps: int, overrides: dict) -> LabConfig:
+    """A copy of ``config`` for one variant: its own run folder and outputs, ``steps`` steps, the overrides."""
+    variant = copy.deepcopy(config)
+    for key, value in overrides.items():
+        set_override(variant, key, value)
+    variant.train.run_name = run_name
+    variant.train.steps = steps
+    return variant.validate()
+
+
+def train_variant(config: LabConfig, progress: bool, training_set=None) -> tuple:
+    """Train (or reuse, or continue) the variant's run; returns (EMA model, schedule, training minutes)."""
+    result = run_train(config, training_set=training_set, progress=progress, resume=True)
+    minutes = (read_log(config.run_dir)[-1]["elapsed_s"] / 60) if read_log(config.run_dir) else result.wall_s / 60
+    model, schedule, _ = load_model(config=config, which="last", use_ema=config.sample.use_ema)
+    return model, schedule, minutes
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")
+
+
+def run_training_experiment(name: str, config: LabConfig, steps: int, judge, conditions, label_space,
+                            progress: bool, training_set=None) -> ExperimentResult:
+    """One run per variant of ``TRAINING_EXPERIMENTS[name]``, scored on both files with the default sampler."""
+    result = ExperimentResult(name, judge.name)
+    for variant, overrides in TRAINING_EXPERIMENTS[name]:
+        variant_cfg = variant_config(config, f"exp-{name}-{_slug(variant)}", steps, overrides)
+        model, schedule, minutes = train_variant(variant_cfg, progress, training_set)
+        row = score(model, schedule, variant_cfg, judge, conditions, label_space)
+        log = read_log(variant_cfg.run_dir)
+        final_loss = sum(r["loss"] for r in log[-5:]) / max(1, len(log[-5:]))
+        result.rows.append({"variant": variant, **row, "steps": steps, "train_minutes": minutes, "final_loss": final_loss,
+                            "run": variant_cfg.run_name})
+    return result
+
+
+def base_model(config: LabConfig, steps: int, run_name: str | None, progress: bool, training_set=None):
+    """The run the sampling experiments use: ``run_name`` when given (it must be trained), else ``exp-base``."""
+    if run_name:
+        base = copy.deepcopy(config)
+        base.train.run_name = run_name
+        model, schedule, saved = load_model(config=base, use_ema=True)
+        return model, schedule, saved
+    base = variant_config(config, BASE_RUN, steps, {})
+    model, schedule, _ = train_variant(base, progress, training_set)
+    return model, schedule, base
+
+
+def sampler_variants(num_train_timesteps: int) -> list[tuple[str, dict]]:
+    """DDPM at 10 … 1000 steps (at most T), DDIM η = 0 and 1, DPM-Solver++ at 10, 20 and 25 steps."""
+    variants = [(f"DDPM {n}", {"sampler": "ddpm", "num_inference_steps": n})
+                for n in (10, 25, 50, 100, 250, 1000) if n <= num_train_timesteps]
+    variants += [(f"DDIM 25, η={eta:g}", {"sampler": "ddim", "num_inference_steps": 25, "eta": eta}) for eta in (0.0, 1.0)]
+    variants += [(f"DPM-Solver++ {n}", {"sampler": "dpmsolver++", "num_inference_steps": n}) for n in (10, 20, 25)]
+    return variants
+
+
+def run_sampling_experiment(name: str, config: LabConfig, steps: int, judge, conditions, label_space, progress: bool,
+                            run_name: str | None = None, seeds: int = 10, training_set=None) -> ExperimentResult:
+    """``guidance``, ``samplers``, ``seeds`` or ``ema`` on one trained run."""
+    model, schedule, base = base_model(config, steps, run_name, progress, training_set)
+    result = ExperimentResult(name, judge.name)
+    if name == "guidance":
+        variants = [(f"w={1 + 0.5 * i:g}", {"guidance_scale": 1 + 0.5 * i}) for i in range(19)]
+    elif name == "samplers":
+        variants = sampler_variants(base.diffusion.num_train_timesteps)
+    elif name == "seeds":
+        variants = [(f"seed {base.sample.seed + 1000 * k}", {"seed": base.sample.seed + 1000 * k}) for k in range(seeds)]
+    else:  # ema
+        raw, _, _ = load_model(config=base, which="last", use_ema=False)
+        variants = [("raw weights", {"model": raw}), ("EMA weights", {"model": model})]
+    for variant, overrides in variants:
+        chosen = overrides.pop("model", model)
+        row = score(chosen, schedule, base, judge, conditions, label_space, **overrides)
+        result.rows.append({"variant": variant, **row})
+    result.notes.append(f"run: {base.run_name} (step {getattr(model, 'checkpoint_step', '?')})")
+    return result
+
+
+# ---- conclusions, figure, files --------------------------------------------------------------------
+def add_comparisons(result: ExperimentResult) -> None:
+    """Each variant against the best one (by the mean of both files), per file, and the seeds' spread."""
+    if not result.rows:
+        return
+    best = max(result.rows, key=lambda row: row["mean"])
+    result.notes.append(f"best: {best['variant']} (mean {best['mean']:.3f})")
+    for row in result.rows:
+        if row is best:
+            continue
+        verdicts = [f"{split}.json {compare(row[split], best[split])}" for split in SPLITS]
+        result.notes.append(f"{row['variant']} against {best['variant']}: " + "; ".join(verdicts))
+    if result.name == "seeds":
+        means = [row["mean"] for row in result.rows]
+        average = sum(means) / len(means)
+        spread = math.sqrt(sum((m - average) ** 2 for m in means) / max(1, len(means) - 1))
+        result.notes.append(f"over {len(means)} seeds: mean {average:.3f} ± {spread:.3f} (standard deviation), "
+                            f"best {max(means):.3f}, worst {min(means):.3f}")
+
+
+def experiment_figure(result: ExperimentResult, runs: dict | None = None):
+    """Accuracy ± one standard error per variant (both files); the training experiments add the loss curves,
+    ``samplers`` plots accuracy against seconds per image, ``guidance`` against w."""
+    import matplotlib.pyplot as plt
+
+    with_loss = bool(runs)
+    fig, axes = plt.subplots(1, 2 if with_loss else 1, figsize=(11 if with_loss else 6.5, 3.6), squeeze=False)
+    axis = axes[0][0]
+    labels = [row["variant"] for row in result.rows]
+    for offset, split, marker in ((-0.15, "test", "o"), (0.15, "new_test", "s")):
+        values = [row[split]["accuracy"] for row in result.rows]
+        errors = [row[split]["se"] for row in result.rows]
+        if result.name == "samplers":
+            xs = [row["seconds_per_image"] for row in result.rows]
+            axis.set_xscale("log")
+            axis.set_xlabel("seconds per image")
+        elif result.name == "guidance":
+            xs = [1 + 0.5 * i for i in range(len(values))]
+            axis.set_xlabel("guidance scale w  (ε = ε_u + w(ε_c − ε_u))")
+        else:
+            xs = [i + offset for i in range(len(values))]
+            axis.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
+        axis.errorbar(xs, values, yerr=errors, fmt=marker, capsize=3, label=f"{split}.json", linestyle="-" if result.name == "guidance" else "none")
+    if result.name == "samplers":
+        for row in result.rows:
+            axis.annotate(row["variant"], (row["seconds_per_image"], row["mean"]), fontsize=6, alpha=0.7)
+    axis.set_ylabel("accuracy (± 1 SE)")
+    axis.set_ylim(0, 1.02)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    axis.set_title(f"{result.name}: scored by the {result.judge}", fontsize=9)
+    if with_loss:
+        loss_axis = axes[0][1]
+        for variant, rows in runs.items():
+            loss_axis.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=variant, alpha=0.8)
+        loss_axis.set_yscale("log")
+        loss_axis.set_xlabel("optimiser step")
+        loss_axis.set_ylabel("training loss")
+        loss_axis.grid(alpha=0.3, which="both")
+        loss_axis.legend(fontsize=8)
+        loss_axis.set_title("training loss (its scale depends on the schedule and the target)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def experiment_folder(name: str) -> Path:
+    """``outputs/experiments/NAME/`` under the project root."""
+    return resolve_path("outputs") / "experiments" / name
+
+
+def write_result(result: ExperimentResult, config: LabConfig) -> Path:
+    """``table.json``, ``table.md`` and ``figure.png`` in the experiment's folder."""
+    import matplotlib.pyplot as plt
+
+    folder = experiment_folder(result.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = {"experiment": result.name, "judge": result.judge, "profile": config.profile, "rows": result.rows,
+               "notes": result.notes}
+    (folder / "table.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (folder / "table.md").write_text(f"# experiment: {result.name}\n\n{result.markdown()}\n")
+    runs = {row["variant"]: read_log(resolve_path(config.train.runs_dir) / row["run"]) for row in result.rows if "run" in row}
+    fig = experiment_figure(result, runs)
+    fig.savefig(folder / "figure.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    result.folder = folder
+    return folder
+
+
+def run(name: str, config: LabConfig, steps: int | None = None, run_name: str | None = None, seeds: int = 10,
+        progress: bool = True) -> ExperimentResult:
+    """Run experiment ``name`` (one of :data:`EXPERIMENTS`) at ``steps`` training steps per run (default: the
+    profile's ``train.steps``); write its table and figure to ``outputs/experiments/NAME/`` and return it."""
+    if name not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
+    steps = steps or config.train.steps
+    if steps < 1 or seeds < 1:
+        raise ConfigError(f"experiment {name}: steps ({steps}) and seeds ({seeds}) must be >= 1")
+    preflight(config)
+    judge = load_judge(config, progress=progress)
+    source = resolve_source(config.data, progress=progress)
+    conditions = {split: source.conditions(split) for split in SPLITS}
+    start = time.perf_counter()
+    if name in TRAINING_EXPERIMENTS:
+        result = run_training_experiment(name, config, steps, judge, conditions, source.label_space, progress)
+    else:
+        result = run_sampling_experiment(name, config, steps, judge, conditions, source.label_space, progress,
+                                         run_name=run_name, seeds=seeds)
+    add_comparisons(result)
+    if judge.holdout is not None:
+        result.notes.append(f"judge held-out accuracy {judge.holdout.accuracy:.3f}")
+    result.notes.append(f"wall time {time.perf_counter() - start:.0f} s ({config.profile} profile, {steps} steps per run)")
+    write_result(result, config)
+    return result

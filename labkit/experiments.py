@@ -97,6 +97,17 @@ class ExperimentResult:
     def __str__(self) -> str:
         return f"experiment {self.name}\n{self.markdown()}"
 
+    def show(self) -> None:
+        """In a notebook: the table (Markdown) and the figure; elsewhere: the table as text."""
+        try:
+            from IPython.display import Image, Markdown, display
+        except ImportError:
+            print(self)
+            return
+        display(Markdown(self.markdown()))
+        if self.folder is not None and (self.folder / "figure.png").exists():
+            display(Image(filename=str(self.folder / "figure.png")))
+
 
 def _cell(value) -> str:
     if isinstance(value, float):

@@ -45,7 +45,7 @@ def fake_colab(monkeypatch):
 
 
 def test_every_notebook_starts_with_the_same_bootstrap():
-    assert len(NOTEBOOKS) == 7
+    assert len(NOTEBOOKS) == 8
     first = bootstrap_lines(NOTEBOOKS[0])
     assert colab.REPOSITORY in first and colab.COLAB_CHECKOUT in first
     for path in NOTEBOOKS:

@@ -7,7 +7,10 @@ and tests can drive it by setting a control's ``.value`` and read what it shows.
 
 from __future__ import annotations
 
+import html
 import io
+import struct
+from contextlib import contextmanager
 
 import torch
 
@@ -31,6 +34,62 @@ def _figure_png(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     return buffer.getvalue()
+
+
+# ---- layout: controls with a usable track, pictures at their own pixel size -------------------------
+CONTROL_WIDTH = "600px"  # a slider on its own row: a track of about 420 px beside its label and readout
+DESCRIPTION_WIDTH = "90px"
+PIXELATED = "labkit-pixelated"  # CSS class: upscaled pixels stay square when the browser rescales
+STALE = "labkit-stale"  # CSS class: pictures greyed while new ones are sampled
+STYLE = (
+    f"<style>img.{PIXELATED} {{image-rendering: crisp-edges; image-rendering: pixelated;}}"
+    f" .{STALE} {{opacity: 0.35;}}</style>"
+)
+
+
+def _control_layout(widgets):
+    return dict(layout=widgets.Layout(width=CONTROL_WIDTH, max_width="100%"), style={"description_width": DESCRIPTION_WIDTH})
+
+
+def _style(widgets):
+    """An HTML widget holding the widgets' CSS (pixelated pictures, greyed stale ones)."""
+    return widgets.HTML(STYLE, layout=widgets.Layout(height="0px", margin="0px"))
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) in pixels of PNG bytes, read from the IHDR chunk."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG")
+    return struct.unpack(">II", png[16:24])
+
+
+def _image_widget(widgets):
+    image = widgets.Image(format="png", layout=widgets.Layout(width="0px", height="0px"))
+    image.add_class(PIXELATED)
+    return image
+
+
+def _show_png(image_widget, png: bytes) -> bytes:
+    """Show ``png`` in ``image_widget`` at its own pixel size (never stretched or squeezed by the page)."""
+    width, height = png_size(png)
+    image_widget.value = png
+    image_widget.layout.width, image_widget.layout.height = f"{width}px", f"{height}px"
+    image_widget.layout.min_width = f"{width}px"  # a flex row must not shrink it
+    return png
+
+
+@contextmanager
+def _busy(controls, status, text: str):
+    """Disable ``controls`` and show ``text`` in the HTML ``status`` while the block runs (also on error)."""
+    previous = [control.disabled for control in controls]
+    for control in controls:
+        control.disabled = True
+    status.value = text
+    try:
+        yield
+    finally:
+        for control, disabled in zip(controls, previous):
+            control.disabled = disabled
 
 
 class ScheduleExplorer:
@@ -86,14 +145,18 @@ class ScheduleExplorer:
         self._suspended = False
         timestep = num_train_timesteps // 2 if timestep is None else timestep
 
-        self.schedule_dropdown = widgets.Dropdown(options=list(schedules), value=schedule, description="schedule")
+        self.schedule_dropdown = widgets.Dropdown(
+            options=list(schedules), value=schedule, description="schedule",
+            layout=widgets.Layout(width="260px"), style={"description_width": DESCRIPTION_WIDTH},
+        )
         self.steps_slider = widgets.IntSlider(
             value=num_train_timesteps,
             min=min_timesteps,
             max=max_timesteps,
             step=timesteps_step,
-            description="T",
+            description="T (steps)",
             continuous_update=False,
+            **_control_layout(widgets),
         )
         self.timestep_slider = widgets.IntSlider(
             value=min(timestep, num_train_timesteps - 1),
@@ -101,10 +164,12 @@ class ScheduleExplorer:
             max=num_train_timesteps - 1,
             description="t",
             continuous_update=False,
+            **_control_layout(widgets),
         )
-        self.image_widget = widgets.Image(format="png")
+        self.image_widget = _image_widget(widgets)
+        # one control a row, so each slider keeps a usable track on a narrow window
         self.widget = widgets.VBox(
-            [widgets.HBox([self.schedule_dropdown, self.steps_slider, self.timestep_slider]), self.image_widget]
+            [_style(widgets), self.schedule_dropdown, self.steps_slider, self.timestep_slider, self.image_widget]
         )
         self.schedule_dropdown.observe(self._on_change, names="value")
         self.steps_slider.observe(self._on_steps_change, names="value")
@@ -161,8 +226,7 @@ class ScheduleExplorer:
         self.noise_schedule = self.schedule_for(self.schedule_name, self.num_train_timesteps)
         timesteps = torch.tensor([self.timestep])
         self.current_noisy_image = self.noise_schedule.add_noise(self.x0, self.noise, timesteps)[0]  # (3, H, W)
-        self.figure_png = _figure_png(self.figure())
-        self.image_widget.value = self.figure_png
+        self.figure_png = _show_png(self.image_widget, _figure_png(self.figure()))
 
     def figure(self):
         """The current drawing: x_0, x_t, and the ᾱ_t and log-SNR curves with t marked."""
@@ -170,7 +234,7 @@ class ScheduleExplorer:
 
         schedule, steps, t = self.noise_schedule, self.num_train_timesteps, self.timestep
         alpha_bar = schedule.alphas_cumprod
-        figure = Figure(figsize=(11, 2.6))
+        figure = Figure(figsize=(9.6, 2.4))  # about 850 x 220 px: fits a notebook's output area at 1024 px
         axes = figure.subplots(1, 4, gridspec_kw={"width_ratios": [1, 1, 1.6, 1.6]})
         for axis, picture, title in (
             (axes[0], self.x0[0], "x_0"),
@@ -204,7 +268,7 @@ def _png(image: torch.Tensor) -> bytes:
 
 
 def _enlarge(images: torch.Tensor, height: int = 128) -> torch.Tensor:
-    """uint8 (..., 3, h, w) -> nearest-neighbour enlarged to about ``height`` pixels tall."""
+    """uint8 (..., 3, h, w) -> nearest-neighbour enlarged by the integer factor that makes it about ``height`` tall."""
     factor = max(1, height // images.shape[-2])
     return images.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
 
@@ -219,15 +283,64 @@ def _side_by_side(images: list[torch.Tensor], gap: int = 4) -> torch.Tensor:
     return torch.cat(parts, dim=-1)
 
 
+TILE_HEIGHT = 128  # sampled images are shown enlarged by an integer factor to about this height
+
+
+class ImageTiles:
+    """A wrapping row of images, each enlarged by an integer factor and captioned (its labels).
+
+    ``widget`` is the row; :meth:`show` replaces its pictures, :meth:`clear` removes them,
+    :meth:`grey` dims them while new ones are being made. State: ``pngs``, ``captions``.
+    """
+
+    def __init__(self, height: int = TILE_HEIGHT):
+        import ipywidgets as widgets
+
+        self._widgets = widgets
+        self.height = height
+        self.pngs: list[bytes] = []
+        self.captions: list[str] = []
+        self.widget = widgets.HBox([], layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start"))
+
+    def show(self, images_uint8: torch.Tensor, captions: list[str]) -> None:
+        """images_uint8: (B, 3, H, W); captions: one (HTML-safe) line per image."""
+        widgets = self._widgets
+        tiles, self.pngs = [], []
+        for image, caption in zip(_enlarge(images_uint8, self.height), captions):
+            picture = _image_widget(widgets)
+            self.pngs.append(_show_png(picture, _png(image)))
+            width = picture.layout.width
+            label = widgets.HTML(
+                f"<div style='font-size: 11px; line-height: 1.3; text-align: center'>{caption}</div>",
+                layout=widgets.Layout(width=width),
+            )
+            tiles.append(widgets.VBox([picture, label], layout=widgets.Layout(width=width, margin="0 8px 8px 0")))
+        self.captions = list(captions)
+        self.widget.children = tiles
+        self.grey(False)
+
+    def clear(self) -> None:
+        self.widget.children, self.pngs, self.captions = (), [], []
+        self.grey(False)
+
+    def grey(self, on: bool = True) -> None:
+        (self.widget.add_class if on else self.widget.remove_class)(STALE)
+
+
+def _names(labels) -> str:
+    return ", ".join(labels)
+
+
 class DenoisingStepper:
     """Step through one sampling run: x_t and the predicted x̂0 at each step.
 
     The trajectory is computed once (:meth:`from_model`, or pass a
     :class:`labkit.sample.SampleResult` made with ``return_trajectory=True``); the slider (and its
-    play button) only index it. Step 0 is pure noise x_T; step N is the final image.
+    play button, linked in the kernel) only index it. Step 0 is pure noise x_T; step N is the final image.
 
     State: ``step``, ``current_x_t`` and ``current_pred_x0`` (uint8 (3, H, W); x̂0 of the last
-    network call at or before this step), ``image_png`` (what is shown).
+    network call at or before this step), ``image_png`` (what is shown, at its own pixel size:
+    each image enlarged by an integer factor to about ``height`` pixels).
     """
 
     def __init__(self, result, title: str = "", image_index: int = 0, height: int = 160):
@@ -241,23 +354,29 @@ class DenoisingStepper:
         self.title = title
         self.height = height
         steps = len(self.timesteps)
-        self.step_slider = widgets.IntSlider(value=0, min=0, max=steps, description="step", continuous_update=True)
-        self.play = widgets.Play(value=0, min=0, max=steps, step=1, interval=250, description="play")
-        widgets.jslink((self.play, "value"), (self.step_slider, "value"))
+        self.step_slider = widgets.IntSlider(
+            value=0, min=0, max=steps, description="step", continuous_update=True, **_control_layout(widgets)
+        )
+        self.play = widgets.Play(value=0, min=0, max=steps, step=1, interval=300, description="play")
+        # linked in the kernel, not in the browser: Colab's widget manager has had jslink bugs
+        self.link = widgets.link((self.play, "value"), (self.step_slider, "value"))
         self.caption = widgets.HTML()
-        self.image_widget = widgets.Image(format="png")
-        self.widget = widgets.VBox([widgets.HBox([self.play, self.step_slider]), self.caption, self.image_widget])
+        self.image_widget = _image_widget(widgets)
+        self.widget = widgets.VBox(
+            [_style(widgets), widgets.HBox([self.play, self.step_slider]), self.caption, self.image_widget]
+        )
         self.step_slider.observe(lambda change: self.show(), names="value")
         self.show()
 
     @classmethod
-    def from_model(cls, model, schedule, label_list, config, seed: int = 0, label_space=None, **sample_kwargs):
-        """Sample ``label_list`` (e.g. ["red sphere", "cyan cube"]) once with a trajectory."""
+    def from_model(cls, model, schedule, label_list, config, seed: int = 0, label_space=None, progress: bool = True,
+                   **sample_kwargs):
+        """Sample ``label_list`` (e.g. ["red sphere", "cyan cube"]) once with a trajectory (a progress bar meanwhile)."""
         result = sample_conditions(
             model, schedule, [list(label_list)], config, label_space, seed=seed, return_trajectory=True,
-            progress=False, **sample_kwargs,
+            progress=progress, **sample_kwargs,
         )
-        return cls(result, title=", ".join(label_list))
+        return cls(result, title=_names(label_list))
 
     @property
     def step(self) -> int:
@@ -269,8 +388,7 @@ class DenoisingStepper:
         self.current_x_t = self.trajectory[step]
         self.current_pred_x0 = self.pred_x0[min(step, steps - 1)] if step < steps else self.trajectory[-1]
         picture = _side_by_side([_enlarge(self.current_x_t, self.height), _enlarge(self.current_pred_x0, self.height)])
-        self.image_png = _png(picture)
-        self.image_widget.value = self.image_png
+        self.image_png = _show_png(self.image_widget, _png(picture))
         where = "x_T (pure noise)" if step == 0 else ("x_0 (final image)" if step == steps else f"x_t at t = {self.timesteps[step]}")
         self.caption.value = (
             f"<b>{self.title}</b> &nbsp; step {step}/{steps}: left {where}, right the predicted x̂0"
@@ -281,11 +399,13 @@ class GuidanceSlider:
     """The same seeds re-sampled at each classifier-free guidance scale w.
 
     ε = ε_u + w (ε_c − ε_u): w = 1 is the plain conditional model; larger w follows the labels
-    harder. Each scale is sampled once, on first view, and cached. With a ``judge`` the course
-    accuracy of the images (judge named) is shown beside them.
+    harder. Each scale is sampled once, on first view, and cached; while a scale is being sampled
+    the slider is disabled, the status line says so and the previous images are greyed. Each image
+    is captioned with its labels (and, with a ``judge``, what the judge found); the course accuracy
+    of the images (judge named) is shown above them.
 
     State: ``scale``, ``current_images`` (float (B, 3, H, W)), ``current_accuracy``
-    (an AccuracyResult or None), ``cache`` (scale -> (images, accuracy)).
+    (an AccuracyResult or None), ``cache`` (scale -> (images, accuracy)), ``status``.
     """
 
     def __init__(
@@ -310,11 +430,12 @@ class GuidanceSlider:
         scales = [float(scale) for scale in scales]
         initial = float(initial_scale) if initial_scale is not None else scales[0]
         self.scale_slider = widgets.SelectionSlider(
-            options=scales, value=initial, description="w", continuous_update=False
+            options=scales, value=initial, description="w", continuous_update=False, **_control_layout(widgets)
         )
+        self.status = widgets.HTML()
         self.caption = widgets.HTML()
-        self.image_widget = widgets.Image(format="png")
-        self.widget = widgets.VBox([self.scale_slider, self.caption, self.image_widget])
+        self.tiles = ImageTiles()
+        self.widget = widgets.VBox([_style(widgets), self.scale_slider, self.status, self.caption, self.tiles.widget])
         self.scale_slider.observe(lambda change: self.show(), names="value")
         self.show()
 
@@ -336,15 +457,36 @@ class GuidanceSlider:
         return self.cache[scale]
 
     def show(self) -> None:
-        self.current_images, self.current_accuracy = self.images_at(self.scale)
-        nrow = min(8, len(self.current_images))
-        grid = image_grid(_enlarge(self.current_images_uint8(), 64), nrow=nrow)
-        self.image_png = _png(grid)
-        self.image_widget.value = self.image_png
-        text = f"guidance scale w = {self.scale:g} (ε = ε_u + w(ε_c − ε_u)); seeds {self.seed}…{self.seed + len(self.label_lists) - 1}"
+        scale = self.scale
+        if scale not in self.cache:
+            self.tiles.grey()
+            try:
+                with _busy([self.scale_slider], self.status,
+                           f"<i>sampling {len(self.label_lists)} images at w = {scale:g} …</i>"):
+                    self.images_at(scale)
+            except Exception as error:
+                self.status.value = f"<b>sampling at w = {scale:g} failed:</b> {type(error).__name__}: {html.escape(str(error))}"
+                raise
+        self.status.value = ""
+        self.current_images, self.current_accuracy = self.cache[scale]
+        text = (f"<b>guidance scale w = {scale:g}</b> (ε = ε_u + w(ε_c − ε_u)); "
+                f"seeds {self.seed}…{self.seed + len(self.label_lists) - 1}")
         if self.current_accuracy is not None:
             text += f"<br>accuracy {self.current_accuracy.accuracy:.3f} ({self.current_accuracy.hits}/{self.current_accuracy.total} objects, {self.current_accuracy.judge})"
         self.caption.value = text
+        self.tiles.show(self.current_images_uint8(), self.image_captions())
+
+    def image_captions(self) -> list[str]:
+        """Each image's labels; with a judge also the objects it found (top-k, k = the number wanted)."""
+        captions = [_names(labels) for labels in self.label_lists]
+        if self.judge is None:
+            return captions
+        probabilities = self.judge.probabilities(resize_to(self.current_images))
+        for i, (row, labels) in enumerate(zip(probabilities, self.label_lists)):
+            seen = [self.label_space.names[j] for j in row.topk(len(labels)).indices.tolist()]
+            hits = sum(name in labels for name in seen)
+            captions[i] += f"<br><span style='color: #666'>judge finds {hits}/{len(labels)}</span>"
+        return captions
 
     def current_images_uint8(self) -> torch.Tensor:
         return as_uint8(self.current_images)
@@ -353,9 +495,10 @@ class GuidanceSlider:
 class LabelPicker:
     """Pick 1-3 of the 24 objects and generate scenes of them.
 
-    Invalid picks (none, more than three, an unknown name) are refused with a message and
-    nothing is sampled. State: ``picked`` (list of names), ``message``, ``current_images``
-    (float (B, 3, H, W) or None).
+    Invalid picks (none, more than three, an unknown name) are refused with a message, the
+    pictures of an earlier pick are removed and nothing is sampled. While scenes are sampled the
+    button and the list are disabled and the button says so. State: ``picked`` (list of names),
+    ``message``, ``current_images`` (float (B, 3, H, W) or None).
     """
 
     def __init__(self, model, schedule, config, label_space=None, num_images: int = 4, seed: int = 0, guidance_scale=None):
@@ -365,19 +508,22 @@ class LabelPicker:
         self.label_space = label_space or LabelSpace.default()
         self.num_images, self.seed = num_images, seed
         self.guidance_scale = config.sample.guidance_scale if guidance_scale is None else guidance_scale
-        self.selector = widgets.SelectMultiple(options=list(self.label_space.names), rows=8, description="objects")
-        self.button = widgets.Button(description="generate")
+        self.selector = widgets.SelectMultiple(
+            options=list(self.label_space.names), rows=10, description="objects",
+            layout=widgets.Layout(width="320px"), style={"description_width": DESCRIPTION_WIDTH},
+        )
+        self.button = widgets.Button(description="generate", button_style="primary")
         self.message_widget = widgets.HTML()
-        self.image_widget = widgets.Image(format="png")
+        self.tiles = ImageTiles()
         self.widget = widgets.VBox(
-            [widgets.HBox([self.selector, self.button]), self.message_widget, self.image_widget]
+            [_style(widgets), widgets.HBox([self.selector, self.button]), self.message_widget, self.tiles.widget]
         )
         self.picked: list[str] = []
         self.message = ""
         self.current_images = None
         self.button.on_click(lambda button: self.generate())
         self.selector.observe(lambda change: self.pick(list(change["new"])), names="value")
-        self._say("pick 1 to 3 objects, then press generate")
+        self._say("pick 1 to 3 objects (ctrl/cmd-click for more than one), then press generate")
 
     def _say(self, text: str) -> None:
         self.message = text
@@ -389,21 +535,35 @@ class LabelPicker:
             self.picked = self.label_space.check(list(names), where="your pick")
         except ConditionError as error:
             self.picked = []
-            self._say(f"refused: {error}")
+            self.current_images = None
+            self.tiles.clear()
+            self._say(f"<b>refused:</b> {html.escape(str(error))}")
             return False
-        self._say(f"ready: {', '.join(self.picked)}")
+        self._say(f"ready: {_names(self.picked)} (press generate)")
         return True
 
     def generate(self):
         """Sample ``num_images`` scenes (seeds seed…seed+n−1) of the current pick."""
         if not self.picked and not self.pick(list(self.selector.value)):
             return None
-        result = sample_conditions(
-            self.model, self.schedule, [self.picked] * self.num_images, self.config, self.label_space,
-            guidance_scale=self.guidance_scale, seed=self.seed, progress=False,
-        )
+        picked = list(self.picked)
+        self.tiles.grey()
+        description = self.button.description
+        try:
+            with _busy([self.button, self.selector], self.message_widget,
+                       f"<i>sampling {self.num_images} scenes of {_names(picked)} …</i>"):
+                self.button.description = "sampling…"
+                result = sample_conditions(
+                    self.model, self.schedule, [picked] * self.num_images, self.config, self.label_space,
+                    guidance_scale=self.guidance_scale, seed=self.seed, progress=False,
+                )
+        except Exception as error:
+            self.tiles.grey(False)
+            self._say(f"<b>sampling failed:</b> {type(error).__name__}: {html.escape(str(error))}")
+            raise
+        finally:
+            self.button.description = description
         self.current_images = result.images
-        self.image_png = _png(image_grid(_enlarge(as_uint8(result.images), 64), nrow=self.num_images))
-        self.image_widget.value = self.image_png
-        self._say(f"{self.num_images} scenes of {', '.join(self.picked)} (w = {self.guidance_scale:g})")
+        self.tiles.show(as_uint8(result.images), [f"{_names(picked)}<br>seed {self.seed + i}" for i in range(self.num_images)])
+        self._say(f"{self.num_images} scenes of {_names(picked)} (w = {self.guidance_scale:g})")
         return result.images

@@ -79,14 +79,21 @@ def _show_png(image_widget, png: bytes) -> bytes:
 
 
 @contextmanager
-def _busy(controls, status, text: str):
-    """Disable ``controls`` and show ``text`` in the HTML ``status`` while the block runs (also on error)."""
+def _busy(controls, status, text: str, steps: int = 0):
+    """Disable ``controls`` and show ``text`` in the HTML ``status`` while the block runs (controls are
+    restored on error too). Yields ``on_step``: call it after each of ``steps`` steps to count them there."""
     previous = [control.disabled for control in controls]
     for control in controls:
         control.disabled = True
     status.value = text
+    done = [0]
+
+    def on_step() -> None:
+        done[0] += 1
+        status.value = f"{text} step {done[0]}/{steps}" if steps else text
+
     try:
-        yield
+        yield on_step
     finally:
         for control, disabled in zip(controls, previous):
             control.disabled = disabled
@@ -327,6 +334,11 @@ class ImageTiles:
         (self.widget.add_class if on else self.widget.remove_class)(STALE)
 
 
+def _steps(config) -> int:
+    """The sampling steps of one chunk of images under ``config`` (for a widget's step count)."""
+    return int(config.sample.num_inference_steps)
+
+
 def _names(labels) -> str:
     return ", ".join(labels)
 
@@ -443,12 +455,12 @@ class GuidanceSlider:
     def scale(self) -> float:
         return float(self.scale_slider.value)
 
-    def images_at(self, scale: float):
-        """(images, accuracy) at ``scale``, sampled once and cached."""
+    def images_at(self, scale: float, on_step=None):
+        """(images, accuracy) at ``scale``, sampled once and cached (``on_step``: called after each step)."""
         if scale not in self.cache:
             result = sample_conditions(
                 self.model, self.schedule, self.label_lists, self.config, self.label_space,
-                guidance_scale=scale, seed=self.seed, progress=False,
+                guidance_scale=scale, seed=self.seed, progress=False, on_step=on_step,
             )
             accuracy = None
             if self.judge is not None:
@@ -462,8 +474,8 @@ class GuidanceSlider:
             self.tiles.grey()
             try:
                 with _busy([self.scale_slider], self.status,
-                           f"<i>sampling {len(self.label_lists)} images at w = {scale:g} …</i>"):
-                    self.images_at(scale)
+                           f"<i>sampling {len(self.label_lists)} images at w = {scale:g} …</i>", _steps(self.config)) as on_step:
+                    self.images_at(scale, on_step)
             except Exception as error:
                 self.status.value = f"<b>sampling at w = {scale:g} failed:</b> {type(error).__name__}: {html.escape(str(error))}"
                 raise
@@ -551,11 +563,11 @@ class LabelPicker:
         description = self.button.description
         try:
             with _busy([self.button, self.selector], self.message_widget,
-                       f"<i>sampling {self.num_images} scenes of {_names(picked)} …</i>"):
+                       f"<i>sampling {self.num_images} scenes of {_names(picked)} …</i>", _steps(self.config)) as on_step:
                 self.button.description = "sampling…"
                 result = sample_conditions(
                     self.model, self.schedule, [picked] * self.num_images, self.config, self.label_space,
-                    guidance_scale=self.guidance_scale, seed=self.seed, progress=False,
+                    guidance_scale=self.guidance_scale, seed=self.seed, progress=False, on_step=on_step,
                 )
         except Exception as error:
             self.tiles.grey(False)

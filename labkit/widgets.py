@@ -103,8 +103,8 @@ class ScheduleExplorer:
     """Explore the forward process q(x_t | x_0) of each β schedule on one image.
 
     Controls: a Dropdown for the schedule, an IntSlider for T (``num_train_timesteps``) and an
-    IntSlider for t. Every change redraws x_t next to the ᾱ_t and log-SNR curves with the
-    current t marked. The noise ε is drawn once from ``seed``, so a redraw is deterministic:
+    IntSlider for t, each on its own row. Every change redraws x_0 and x_t (enlarged by an
+    integer factor) next to the ᾱ_t and log-SNR curves with the current t marked. The noise ε is drawn once from ``seed``, so a redraw is deterministic:
     ``current_noisy_image == NoiseSchedule(schedule, T).add_noise(x0, noise, t)``.
 
     Args:
@@ -118,7 +118,8 @@ class ScheduleExplorer:
 
     State: ``schedule_name``, ``num_train_timesteps``, ``timestep`` (see :attr:`state`),
     ``noise_schedule`` (the current :class:`NoiseSchedule`), ``x0`` and ``noise`` (1, 3, H, W),
-    ``current_noisy_image`` (3, H, W) float, ``figure_png`` (the last drawing as PNG bytes).
+    ``current_noisy_image`` (3, H, W) float, ``figure_png`` (the curves as PNG bytes), ``pictures``
+    (the :class:`ImageTiles` of x_0 and x_t).
     """
 
     def __init__(
@@ -173,11 +174,14 @@ class ScheduleExplorer:
             continuous_update=False,
             **_control_layout(widgets),
         )
-        self.image_widget = _image_widget(widgets)
-        # one control a row, so each slider keeps a usable track on a narrow window
-        self.widget = widgets.VBox(
-            [_style(widgets), self.schedule_dropdown, self.steps_slider, self.timestep_slider, self.image_widget]
-        )
+        self.pictures = ImageTiles(height=128)  # x_0 and x_t, enlarged pixel for pixel
+        self.image_widget = _image_widget(widgets)  # the curves
+        # one control a row, so each slider keeps a usable track on a narrow window; the curves go
+        # beside the pictures where there is room, else under them
+        self.widget = widgets.VBox([
+            _style(widgets), self.schedule_dropdown, self.steps_slider, self.timestep_slider,
+            widgets.HBox([self.pictures.widget, self.image_widget], layout=widgets.Layout(flex_flow="row wrap")),
+        ])
         self.schedule_dropdown.observe(self._on_change, names="value")
         self.steps_slider.observe(self._on_steps_change, names="value")
         self.timestep_slider.observe(self._on_change, names="value")
@@ -229,38 +233,33 @@ class ScheduleExplorer:
 
     # ---- drawing -----------------------------------------------------------------------------
     def redraw(self) -> None:
-        """Recompute x_t for the current (schedule, T, t) and redraw the figure."""
+        """Recompute x_t for the current (schedule, T, t) and redraw the pictures and curves."""
         self.noise_schedule = self.schedule_for(self.schedule_name, self.num_train_timesteps)
         timesteps = torch.tensor([self.timestep])
         self.current_noisy_image = self.noise_schedule.add_noise(self.x0, self.noise, timesteps)[0]  # (3, H, W)
+        pictures = as_uint8(torch.stack([self.x0[0], self.current_noisy_image]))
+        self.pictures.show(pictures, ["x_0", f"x_t, t = {self.timestep}"])
         self.figure_png = _show_png(self.image_widget, _figure_png(self.figure()))
 
     def figure(self):
-        """The current drawing: x_0, x_t, and the ᾱ_t and log-SNR curves with t marked."""
+        """The current curves: ᾱ_t and log SNR over t, with the current t marked (the pictures are
+        shown beside it, enlarged pixel for pixel)."""
         from matplotlib.figure import Figure
 
         schedule, steps, t = self.noise_schedule, self.num_train_timesteps, self.timestep
         alpha_bar = schedule.alphas_cumprod
-        figure = Figure(figsize=(9.6, 2.4))  # about 850 x 220 px: fits a notebook's output area at 1024 px
-        axes = figure.subplots(1, 4, gridspec_kw={"width_ratios": [1, 1, 1.6, 1.6]})
-        for axis, picture, title in (
-            (axes[0], self.x0[0], "x_0"),
-            (axes[1], self.current_noisy_image, f"x_t, t = {t}"),
-        ):
-            axis.imshow(as_uint8(picture[None])[0].permute(1, 2, 0).numpy(), interpolation="nearest")
-            axis.set_title(title, fontsize=9)
-            axis.axis("off")
+        figure = Figure(figsize=(6.2, 2.5))  # about 560 x 230 px: fits beside the pictures, or under them
+        axes = figure.subplots(1, 2)
         steps_axis = torch.arange(steps).numpy()
-        axes[2].plot(steps_axis, alpha_bar.numpy(), color="tab:blue")
-        axes[2].plot([t], [alpha_bar[t].item()], "o", color="tab:red")
-        axes[2].set_title(f"ᾱ_t = {alpha_bar[t].item():.4f}", fontsize=9)
-        axes[2].set_xlabel("t", fontsize=8)
-        axes[2].set_ylim(-0.02, 1.02)
-        axes[3].plot(steps_axis, schedule.log_snr.numpy(), color="tab:green")
-        axes[3].plot([t], [schedule.log_snr[t].item()], "o", color="tab:red")
-        axes[3].set_title(f"log SNR = {schedule.log_snr[t].item():.2f}", fontsize=9)
-        axes[3].set_xlabel("t", fontsize=8)
-        for axis in axes[2:]:
+        axes[0].plot(steps_axis, alpha_bar.numpy(), color="tab:blue")
+        axes[0].plot([t], [alpha_bar[t].item()], "o", color="tab:red")
+        axes[0].set_title(f"ᾱ_t = {alpha_bar[t].item():.4f}", fontsize=9)
+        axes[0].set_ylim(-0.02, 1.02)
+        axes[1].plot(steps_axis, schedule.log_snr.numpy(), color="tab:green")
+        axes[1].plot([t], [schedule.log_snr[t].item()], "o", color="tab:red")
+        axes[1].set_title(f"log SNR = {schedule.log_snr[t].item():.2f}", fontsize=9)
+        for axis in axes:
+            axis.set_xlabel("t", fontsize=8)
             axis.grid(alpha=0.3)
             axis.tick_params(labelsize=7)
         figure.suptitle(f"{self.schedule_name} schedule, T = {steps}", fontsize=10)
@@ -307,27 +306,39 @@ class ImageTiles:
         self.height = height
         self.pngs: list[bytes] = []
         self.captions: list[str] = []
+        self._tiles: list[tuple] = []  # (picture, caption, box) per image
         self.widget = widgets.HBox([], layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start"))
 
     def show(self, images_uint8: torch.Tensor, captions: list[str]) -> None:
-        """images_uint8: (B, 3, H, W); captions: one (HTML-safe) line per image."""
+        """images_uint8: (B, 3, H, W); captions: one (HTML-safe) line per image. The tiles are
+        updated in place when their number stays the same."""
         widgets = self._widgets
-        tiles, self.pngs = [], []
-        for image, caption in zip(_enlarge(images_uint8, self.height), captions):
-            picture = _image_widget(widgets)
+        images = _enlarge(images_uint8, self.height)
+        if len(self._tiles) != len(images):
+            self._close_tiles()
+            for _ in range(len(images)):
+                picture, label = _image_widget(widgets), widgets.HTML()
+                self._tiles.append((picture, label, widgets.VBox([picture, label], layout=widgets.Layout(margin="0 8px 8px 0"))))
+        self.pngs = []
+        for (picture, label, tile), image, caption in zip(self._tiles, images, captions):
             self.pngs.append(_show_png(picture, _png(image)))
             width = picture.layout.width
-            label = widgets.HTML(
-                f"<div style='font-size: 11px; line-height: 1.3; text-align: center'>{caption}</div>",
-                layout=widgets.Layout(width=width),
-            )
-            tiles.append(widgets.VBox([picture, label], layout=widgets.Layout(width=width, margin="0 8px 8px 0")))
+            label.value = f"<div style='font-size: 11px; line-height: 1.3; text-align: center'>{caption}</div>"
+            label.layout.width = tile.layout.width = width
         self.captions = list(captions)
-        self.widget.children = tiles
+        self.widget.children = [tile for _, _, tile in self._tiles]
         self.grey(False)
 
+    def _close_tiles(self) -> None:
+        self.widget.children = ()
+        for tile in self._tiles:
+            for widget in tile:
+                widget.close()
+        self._tiles = []
+
     def clear(self) -> None:
-        self.widget.children, self.pngs, self.captions = (), [], []
+        self._close_tiles()
+        self.pngs, self.captions = [], []
         self.grey(False)
 
     def grey(self, on: bool = True) -> None:

@@ -33,7 +33,8 @@ def test_setting_the_t_slider_redraws_with_the_fixed_noise():
     assert bytes(explorer.image_widget.value) == explorer.figure_png != png_before
     width, height = png_size(explorer.figure_png)  # shown at its own size: never stretched or blurred
     assert (explorer.image_widget.layout.width, explorer.image_widget.layout.height) == (f"{width}px", f"{height}px")
-    assert width <= 900 and PIXELATED in explorer.image_widget._dom_classes
+    assert width <= 600 and PIXELATED in explorer.image_widget._dom_classes
+    assert explorer.pictures.captions == ["x_0", "x_t, t = 700"] and png_size(explorer.pictures.pngs[1]) == (128, 128)
 
     # the noise is fixed by the seed: another explorer shows the same x_t
     again = ScheduleExplorer(sample_image(), schedule="cosine", num_train_timesteps=1000, timestep=700)

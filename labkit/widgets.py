@@ -385,8 +385,9 @@ class DenoisingStepper:
         self.link = widgets.link((self.play, "value"), (self.step_slider, "value"))
         self.caption = widgets.HTML()
         self.image_widget = _image_widget(widgets)
+        # the slider on its own row (a usable track on a narrow window), the play button beside the caption
         self.widget = widgets.VBox(
-            [_style(widgets), widgets.HBox([self.play, self.step_slider]), self.caption, self.image_widget]
+            [_style(widgets), self.step_slider, widgets.HBox([self.play, self.caption]), self.image_widget]
         )
         self.step_slider.observe(lambda change: self.show(), names="value")
         self.show()

@@ -238,11 +238,13 @@ class Notebook:
         assert not state["errors"], f"{self.name}: errors in the outputs: {state['errors']}"
         tracebacks = [text for text in state["stderr"] if "Traceback" in text or "Error" in text]
         assert not tracebacks, f"{self.name}: errors on stderr: {tracebacks}"
-        page_text = self.page.locator(".jp-Notebook").inner_text()
-        assert "javascript error" not in page_text.lower(), f"{self.name}: a widget failed to render"
+        page_text = self.page.locator(".jp-Notebook").inner_text().lower()
+        for failed in ("javascript error", "error displaying widget", "failed to load model class"):
+            assert failed not in page_text, f"{self.name}: a widget failed to render ({failed})"
         assert self.page.locator(".jp-Notebook .widget-error, .jp-Notebook .jupyter-widgets-error").count() == 0
         assert not self.console_errors, f"{self.name}: browser console errors: {self.console_errors}"
         log = self.log_console_text()
+        self.shot("page_with_log_console")
         assert "Traceback" not in log and "Error" not in log, f"{self.name}: the log console shows errors:\n{log}"
 
 

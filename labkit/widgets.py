@@ -8,17 +8,30 @@ and tests can drive it by setting a control's ``.value`` and read what it shows.
 from __future__ import annotations
 
 import html
-import io
-import struct
-from contextlib import contextmanager
 
 import torch
 
-from labkit.figures import as_uint8, image_grid
-from labkit.images import encode_png, resize_to, to_model_range
+from labkit.figures import as_uint8
+from labkit.images import resize_to, to_model_range
 from labkit.labels import ConditionError, LabelSpace
 from labkit.sample import sample_conditions
 from labkit.schedules import SCHEDULES, NoiseSchedule
+from labkit.widget_layout import (  # noqa: F401  (PIXELATED, STALE, png_size: also reachable here)
+    DESCRIPTION_WIDTH,
+    PIXELATED,
+    STALE,
+    ImageTiles,
+    busy,
+    control_layout,
+    enlarge,
+    figure_to_png,
+    new_image_widget,
+    picture_png,
+    png_size,
+    show_png,
+    side_by_side,
+    style_widget,
+)
 
 
 def _to_model_range(image: torch.Tensor) -> torch.Tensor:
@@ -28,75 +41,6 @@ def _to_model_range(image: torch.Tensor) -> torch.Tensor:
     if image.dtype == torch.uint8:
         return to_model_range(image)
     return image.detach().float().cpu()
-
-
-def _figure_png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    return buffer.getvalue()
-
-
-# ---- layout: controls with a usable track, pictures at their own pixel size -------------------------
-CONTROL_WIDTH = "600px"  # a slider on its own row: a track of about 420 px beside its label and readout
-DESCRIPTION_WIDTH = "90px"
-PIXELATED = "labkit-pixelated"  # CSS class: upscaled pixels stay square when the browser rescales
-STALE = "labkit-stale"  # CSS class: pictures greyed while new ones are sampled
-STYLE = (
-    f"<style>img.{PIXELATED} {{image-rendering: crisp-edges; image-rendering: pixelated;}}"
-    f" .{STALE} {{opacity: 0.35;}}</style>"
-)
-
-
-def _control_layout(widgets):
-    return dict(layout=widgets.Layout(width=CONTROL_WIDTH, max_width="100%"), style={"description_width": DESCRIPTION_WIDTH})
-
-
-def _style(widgets):
-    """An HTML widget holding the widgets' CSS (pixelated pictures, greyed stale ones)."""
-    return widgets.HTML(STYLE, layout=widgets.Layout(height="0px", margin="0px"))
-
-
-def png_size(png: bytes) -> tuple[int, int]:
-    """(width, height) in pixels of PNG bytes, read from the IHDR chunk."""
-    if png[:8] != b"\x89PNG\r\n\x1a\n":
-        raise ValueError("not a PNG")
-    return struct.unpack(">II", png[16:24])
-
-
-def _image_widget(widgets):
-    image = widgets.Image(format="png", layout=widgets.Layout(width="0px", height="0px"))
-    image.add_class(PIXELATED)
-    return image
-
-
-def _show_png(image_widget, png: bytes) -> bytes:
-    """Show ``png`` in ``image_widget`` at its own pixel size (never stretched or squeezed by the page)."""
-    width, height = png_size(png)
-    image_widget.value = png
-    image_widget.layout.width, image_widget.layout.height = f"{width}px", f"{height}px"
-    image_widget.layout.min_width = f"{width}px"  # a flex row must not shrink it
-    return png
-
-
-@contextmanager
-def _busy(controls, status, text: str, steps: int = 0):
-    """Disable ``controls`` and show ``text`` in the HTML ``status`` while the block runs (controls are
-    restored on error too). Yields ``on_step``: call it after each of ``steps`` steps to count them there."""
-    previous = [control.disabled for control in controls]
-    for control in controls:
-        control.disabled = True
-    status.value = text
-    done = [0]
-
-    def on_step() -> None:
-        done[0] += 1
-        status.value = f"{text} step {done[0]}/{steps}" if steps else text
-
-    try:
-        yield on_step
-    finally:
-        for control, disabled in zip(controls, previous):
-            control.disabled = disabled
 
 
 class ScheduleExplorer:
@@ -164,7 +108,7 @@ class ScheduleExplorer:
             step=timesteps_step,
             description="T (steps)",
             continuous_update=False,
-            **_control_layout(widgets),
+            **control_layout(widgets),
         )
         self.timestep_slider = widgets.IntSlider(
             value=min(timestep, num_train_timesteps - 1),
@@ -172,14 +116,14 @@ class ScheduleExplorer:
             max=num_train_timesteps - 1,
             description="t",
             continuous_update=False,
-            **_control_layout(widgets),
+            **control_layout(widgets),
         )
         self.pictures = ImageTiles(height=128)  # x_0 and x_t, enlarged pixel for pixel
-        self.image_widget = _image_widget(widgets)  # the curves
+        self.image_widget = new_image_widget(widgets)  # the curves
         # one control a row, so each slider keeps a usable track on a narrow window; the curves go
         # beside the pictures where there is room, else under them
         self.widget = widgets.VBox([
-            _style(widgets), self.schedule_dropdown, self.steps_slider, self.timestep_slider,
+            style_widget(widgets), self.schedule_dropdown, self.steps_slider, self.timestep_slider,
             widgets.HBox([self.pictures.widget, self.image_widget], layout=widgets.Layout(flex_flow="row wrap")),
         ])
         self.schedule_dropdown.observe(self._on_change, names="value")
@@ -239,7 +183,7 @@ class ScheduleExplorer:
         self.current_noisy_image = self.noise_schedule.add_noise(self.x0, self.noise, timesteps)[0]  # (3, H, W)
         pictures = as_uint8(torch.stack([self.x0[0], self.current_noisy_image]))
         self.pictures.show(pictures, ["x_0", f"x_t, t = {self.timestep}"])
-        self.figure_png = _show_png(self.image_widget, _figure_png(self.figure()))
+        self.figure_png = show_png(self.image_widget, figure_to_png(self.figure()))
 
     def figure(self):
         """The current curves: ᾱ_t and log SNR over t, with the current t marked (the pictures are
@@ -268,83 +212,6 @@ class ScheduleExplorer:
 
 
 # ---- sampling widgets ------------------------------------------------------------------------------
-def _png(image: torch.Tensor) -> bytes:
-    """uint8 (3, H, W) -> PNG bytes (no matplotlib: fast enough for a play button)."""
-    return encode_png(image, compress_level=1)
-
-
-def _enlarge(images: torch.Tensor, height: int = 128) -> torch.Tensor:
-    """uint8 (..., 3, h, w) -> nearest-neighbour enlarged by the integer factor that makes it about ``height`` tall."""
-    factor = max(1, height // images.shape[-2])
-    return images.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
-
-
-def _side_by_side(images: list[torch.Tensor], gap: int = 4) -> torch.Tensor:
-    """uint8 (3, H, W) images of one height -> one (3, H, ΣW + gaps) image on white."""
-    height = images[0].shape[-2]
-    spacer = torch.full((3, height, gap), 255, dtype=torch.uint8)
-    parts = []
-    for i, image in enumerate(images):
-        parts += ([spacer] if i else []) + [image]
-    return torch.cat(parts, dim=-1)
-
-
-TILE_HEIGHT = 128  # sampled images are shown enlarged by an integer factor to about this height
-
-
-class ImageTiles:
-    """A wrapping row of images, each enlarged by an integer factor and captioned (its labels).
-
-    ``widget`` is the row; :meth:`show` replaces its pictures, :meth:`clear` removes them,
-    :meth:`grey` dims them while new ones are being made. State: ``pngs``, ``captions``.
-    """
-
-    def __init__(self, height: int = TILE_HEIGHT):
-        import ipywidgets as widgets
-
-        self._widgets = widgets
-        self.height = height
-        self.pngs: list[bytes] = []
-        self.captions: list[str] = []
-        self._tiles: list[tuple] = []  # (picture, caption, box) per image
-        self.widget = widgets.HBox([], layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start"))
-
-    def show(self, images_uint8: torch.Tensor, captions: list[str]) -> None:
-        """images_uint8: (B, 3, H, W); captions: one (HTML-safe) line per image. The tiles are
-        updated in place when their number stays the same."""
-        widgets = self._widgets
-        images = _enlarge(images_uint8, self.height)
-        if len(self._tiles) != len(images):
-            self._close_tiles()
-            for _ in range(len(images)):
-                picture, label = _image_widget(widgets), widgets.HTML()
-                self._tiles.append((picture, label, widgets.VBox([picture, label], layout=widgets.Layout(margin="0 8px 8px 0"))))
-        self.pngs = []
-        for (picture, label, tile), image, caption in zip(self._tiles, images, captions):
-            self.pngs.append(_show_png(picture, _png(image)))
-            width = picture.layout.width
-            label.value = f"<div style='font-size: 11px; line-height: 1.3; text-align: center'>{caption}</div>"
-            label.layout.width = tile.layout.width = width
-        self.captions = list(captions)
-        self.widget.children = [tile for _, _, tile in self._tiles]
-        self.grey(False)
-
-    def _close_tiles(self) -> None:
-        self.widget.children = ()
-        for tile in self._tiles:
-            for widget in tile:
-                widget.close()
-        self._tiles = []
-
-    def clear(self) -> None:
-        self._close_tiles()
-        self.pngs, self.captions = [], []
-        self.grey(False)
-
-    def grey(self, on: bool = True) -> None:
-        (self.widget.add_class if on else self.widget.remove_class)(STALE)
-
-
 def _steps(config) -> int:
     """The sampling steps of one chunk of images under ``config`` (for a widget's step count)."""
     return int(config.sample.num_inference_steps)
@@ -378,16 +245,16 @@ class DenoisingStepper:
         self.height = height
         steps = len(self.timesteps)
         self.step_slider = widgets.IntSlider(
-            value=0, min=0, max=steps, description="step", continuous_update=True, **_control_layout(widgets)
+            value=0, min=0, max=steps, description="step", continuous_update=True, **control_layout(widgets)
         )
         self.play = widgets.Play(value=0, min=0, max=steps, step=1, interval=300, description="play")
         # linked in the kernel, not in the browser: Colab's widget manager has had jslink bugs
         self.link = widgets.link((self.play, "value"), (self.step_slider, "value"))
         self.caption = widgets.HTML()
-        self.image_widget = _image_widget(widgets)
+        self.image_widget = new_image_widget(widgets)
         # the slider on its own row (a usable track on a narrow window), the play button beside the caption
         self.widget = widgets.VBox(
-            [_style(widgets), self.step_slider, widgets.HBox([self.play, self.caption]), self.image_widget]
+            [style_widget(widgets), self.step_slider, widgets.HBox([self.play, self.caption]), self.image_widget]
         )
         self.step_slider.observe(lambda change: self.show(), names="value")
         self.show()
@@ -411,8 +278,8 @@ class DenoisingStepper:
         step, steps = self.step, len(self.timesteps)
         self.current_x_t = self.trajectory[step]
         self.current_pred_x0 = self.pred_x0[min(step, steps - 1)] if step < steps else self.trajectory[-1]
-        picture = _side_by_side([_enlarge(self.current_x_t, self.height), _enlarge(self.current_pred_x0, self.height)])
-        self.image_png = _show_png(self.image_widget, _png(picture))
+        picture = side_by_side([enlarge(self.current_x_t, self.height), enlarge(self.current_pred_x0, self.height)])
+        self.image_png = show_png(self.image_widget, picture_png(picture))
         where = "x_T (pure noise)" if step == 0 else ("x_0 (final image)" if step == steps else f"x_t at t = {self.timesteps[step]}")
         self.caption.value = (
             f"<b>{self.title}</b> &nbsp; step {step}/{steps}: left {where}, right the predicted x̂0"
@@ -454,12 +321,12 @@ class GuidanceSlider:
         scales = [float(scale) for scale in scales]
         initial = float(initial_scale) if initial_scale is not None else scales[0]
         self.scale_slider = widgets.SelectionSlider(
-            options=scales, value=initial, description="w", continuous_update=False, **_control_layout(widgets)
+            options=scales, value=initial, description="w", continuous_update=False, **control_layout(widgets)
         )
         self.status = widgets.HTML()
         self.caption = widgets.HTML()
         self.tiles = ImageTiles()
-        self.widget = widgets.VBox([_style(widgets), self.scale_slider, self.status, self.caption, self.tiles.widget])
+        self.widget = widgets.VBox([style_widget(widgets), self.scale_slider, self.status, self.caption, self.tiles.widget])
         self.scale_slider.observe(lambda change: self.show(), names="value")
         self.show()
 
@@ -485,7 +352,7 @@ class GuidanceSlider:
         if scale not in self.cache:
             self.tiles.grey()
             try:
-                with _busy([self.scale_slider], self.status,
+                with busy([self.scale_slider], self.status,
                            f"<i>sampling {len(self.label_lists)} images at w = {scale:g} …</i>", _steps(self.config)) as on_step:
                     self.images_at(scale, on_step)
             except Exception as error:
@@ -540,7 +407,7 @@ class LabelPicker:
         self.message_widget = widgets.HTML()
         self.tiles = ImageTiles()
         self.widget = widgets.VBox(
-            [_style(widgets), widgets.HBox([self.selector, self.button]), self.message_widget, self.tiles.widget]
+            [style_widget(widgets), widgets.HBox([self.selector, self.button]), self.message_widget, self.tiles.widget]
         )
         self.picked: list[str] = []
         self.message = ""
@@ -574,7 +441,7 @@ class LabelPicker:
         self.tiles.grey()
         description = self.button.description
         try:
-            with _busy([self.button, self.selector], self.message_widget,
+            with busy([self.button, self.selector], self.message_widget,
                        f"<i>sampling {self.num_images} scenes of {_names(picked)} …</i>", _steps(self.config)) as on_step:
                 self.button.description = "sampling…"
                 result = sample_conditions(

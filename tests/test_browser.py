@@ -140,9 +140,15 @@ def lab_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def screenshots() -> Path:
+def screenshots(request) -> Path:
+    """A temporary folder for the screenshots, kept after the run; its path is printed past pytest's capture."""
     folder = Path(tempfile.mkdtemp(prefix="labkit-browser-screenshots-"))
-    print(f"\nbrowser screenshots: {folder}")
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    message = f"browser screenshots: {folder}"
+    if reporter is not None:
+        reporter.write_line(f"\n{message}")
+    else:
+        print(message)
     return folder
 
 

@@ -143,12 +143,12 @@ def lab_server(tmp_path_factory):
 def screenshots(request) -> Path:
     """A temporary folder for the screenshots, kept after the run; its path is printed past pytest's capture."""
     folder = Path(tempfile.mkdtemp(prefix="labkit-browser-screenshots-"))
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    message = f"browser screenshots: {folder}"
-    if reporter is not None:
-        reporter.write_line(f"\n{message}")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if capture is not None:
+        with capture.global_and_fixture_disabled():
+            print(f"\nbrowser screenshots: {folder}")
     else:
-        print(message)
+        print(f"browser screenshots: {folder}")
     return folder
 
 
@@ -190,10 +190,13 @@ class Notebook:
         self.console_errors: list[str] = []
         page.on("console", lambda message: self.console_errors.append(message.text) if message.type == "error" else None)
         page.on("pageerror", lambda error: self.console_errors.append(f"page error: {error}"))
-        page.goto(f"{url}/lab/tree/{name}?token={token}", wait_until="domcontentloaded", timeout=120_000)
-        page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget && "
-                               "window.jupyterapp.shell.currentWidget.content && "
-                               "window.jupyterapp.shell.currentWidget.sessionContext.session", timeout=120_000)
+        # a workspace of its own, so no tab of another notebook is restored beside it
+        workspace = re.sub(r"\W", "-", Path(name).stem)
+        page.goto(f"{url}/lab/workspaces/{workspace}/tree/{name}?reset&token={token}", wait_until="domcontentloaded",
+                  timeout=120_000)
+        page.wait_for_function("name => { const widget = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+                               " return widget && widget.context && widget.context.path === name && widget.content"
+                               " && widget.sessionContext.session; }", arg=name, timeout=120_000)
         self.wait_for_idle(timeout=120)
 
     def state(self) -> dict:
@@ -210,6 +213,15 @@ class Notebook:
             time.sleep(0.5)
 
     def run_all(self, timeout: float = 900) -> dict:
+        # the stored outputs carry execution counts: clear them, so a count means "ran here"
+        self.page.evaluate("""async () => {
+          await window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs');
+          const cells = window.jupyterapp.shell.currentWidget.content.model.cells;
+          for (let i = 0; i < cells.length; i++) {
+            if (cells.get(i).type === 'code') cells.get(i).executionCount = null;
+          }
+        }""")
+        assert all(count is None for count in self.state()["counts"]), f"{self.name}: stale execution counts"
         self.page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
         deadline = time.monotonic() + timeout
         while True:

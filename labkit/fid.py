@@ -17,6 +17,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from labkit.runtime import show_progress
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
@@ -98,14 +101,15 @@ class DigitClassifier(nn.Module):
 
 
 def train_digit_classifier(images: torch.Tensor, digits: torch.Tensor, steps: int = 300, batch_size: int = 128,
-                           seed: int = 0, size: int = 28) -> DigitClassifier:
+                           seed: int = 0, size: int = 28, progress: bool = True) -> DigitClassifier:
     """Train :class:`DigitClassifier` on uint8 (N, 3, S, S) images and (N,) digit labels (Adam 1e-3,
-    random ±2-pixel shifts). Returns it in eval mode."""
+    random ±2-pixel shifts; a progress bar unless ``progress=False``). Returns it in eval mode."""
+
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = DigitClassifier(size)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc="digit classifier", disable=not show_progress(progress)):
         index = torch.randint(0, images.shape[0], (batch_size,), generator=generator)
         x = model.prepare(images[index])
         dx, dy = torch.randint(-2, 3, (2,), generator=generator).tolist()

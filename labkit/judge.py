@@ -340,8 +340,10 @@ def warn_if_weak(judge: Judge, min_accuracy: float) -> None:
         f"Accuracies it reports are NOT trustworthy; train it longer (cfg.judge.steps) or on more scenes."
     )
     banner = "!" * min(100, len(message))
-    print(f"{banner}\n{message}\n{banner}")
-    warnings.warn(message, WeakJudgeWarning, stacklevel=3)
+    # one loud message: the banner travels inside the warning, and an explicit origin with no source
+    # file keeps Python from quoting a line of code under it
+    warnings.warn_explicit(f"\n{banner}\n{message}\n{banner}", WeakJudgeWarning, filename="labkit.judge", lineno=0,
+                           module="labkit.judge")
 
 
 def load_cached_synthetic_judge(cfg: LabConfig, device=None, progress: bool = True) -> Judge | None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from labkit import data as data_module
 from labkit import figures
@@ -42,7 +43,7 @@ from labkit.outputs import (  # noqa: F401  (also reachable as labkit.lab.*)
     write_accuracy_summary,
 )
 from labkit.preflight import preflight
-from labkit.runtime import get_device, resolve_precision
+from labkit.runtime import get_device, resolve_precision, show_progress
 from labkit.sample import sample, sample_conditions
 from labkit.train import train
 
@@ -277,16 +278,22 @@ def run_sweep(config: LabConfig, model=None, schedule=None, judge=None, progress
     judge = judge or load_judge(config, progress=progress)
     source = data_module.resolve_source(config.data, render=False)
     sweep = {"scales": list(config.sample.sweep_scales), "judge": judge.name}
+    chunks = sum(-(-len(source.conditions(split)) // config.sample.batch_size) for split in SPLITS)
+    total = chunks * len(sweep["scales"]) * config.sample.num_inference_steps
+    bar = tqdm(total=total, desc="guidance sweep", disable=not show_progress(progress))
     for split in SPLITS:
         conditions = source.conditions(split)
         labels = source.label_space.encode(conditions)
         accuracies = []
         for scale in config.sample.sweep_scales:
+            bar.set_postfix_str(f"{split}, w = {scale:g}")
             result = sample_conditions(
-                model, schedule, conditions, config, source.label_space, guidance_scale=scale, progress=False
+                model, schedule, conditions, config, source.label_space, guidance_scale=scale, progress=False,
+                on_step=lambda: bar.update(1),
             )
             accuracies.append(judge.accuracy(upsample_for_output(result.images), labels, split=split).accuracy)
         sweep[split] = accuracies
+    bar.close()
     means = [(a + b) / 2 for a, b in zip(sweep["test"], sweep["new_test"])]
     sweep["mean"] = means
     sweep["best_scale"] = sweep["scales"][max(range(len(means)), key=means.__getitem__)]

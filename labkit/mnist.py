@@ -176,14 +176,15 @@ def generate(model, schedule, num_images: int, folder: str | Path | None = None,
 
 
 def process_grid(model, schedule, sampler: str = "ddim", num_inference_steps: int = 50, rows: int = 8,
-                 columns: int = 8, seed: int = 0, labels=None) -> torch.Tensor:
+                 columns: int = 8, seed: int = 0, labels=None, progress: bool = True) -> torch.Tensor:
     """The process figure: ``rows`` samples (one per row) at ``columns`` evenly spaced steps of the
-    reverse process, from x_T (left) to x_0 (right). Returns uint8 (rows * columns, 3, S, S)."""
+    reverse process, from x_T (left) to x_0 (right), with a progress bar unless ``progress=False``.
+    Returns uint8 (rows * columns, 3, S, S)."""
     from labkit.sample import sample
 
     result = sample(model, schedule, labels, sampler=sampler, num_inference_steps=num_inference_steps,
                     eta=0.0, seed=seed, num_images=None if labels is not None else rows,
-                    return_trajectory=True, progress=False)
+                    return_trajectory=True, progress=progress)
     trajectory = result.trajectory  # (N + 1, rows, 3, S, S) uint8
     picks = torch.linspace(0, trajectory.shape[0] - 1, columns).round().long()
     return trajectory[picks].transpose(0, 1).reshape(rows * columns, *trajectory.shape[2:])

@@ -248,6 +248,7 @@ def sample(
     progress: bool = True,
     image_size: int | None = None,
     num_images: int | None = None,
+    on_step=None,
 ) -> SampleResult:
     """Generate one image per label row (or ``num_images`` images with ``labels=None``).
 
@@ -262,6 +263,8 @@ def sample(
         are sampled in chunks (:func:`sample_chunk`), with identical results.
     judge / judge_guidance_scale: evaluator guidance (off when the scale is 0); results are
         marked ``judge_guided``.
+    on_step: called with no argument after every sampling step of every chunk (an outer progress
+        bar or a widget's status line); there are ``ceil(B / batch_size) * num_inference_steps``.
     Returns a :class:`SampleResult` with CPU tensors (trajectory and x̂0 as uint8 when asked for).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -287,7 +290,7 @@ def sample(
     chunks = [
         sample_chunk(model, schedule, None if labels is None else labels[i : i + batch_size], seeds[i : i + batch_size],
                      size, settings, guide,
-                     return_trajectory, on_step=lambda: bar.update(1))
+                     return_trajectory, on_step=lambda: (bar.update(1), on_step and on_step()))
         for i in starts
     ]
     bar.close()

@@ -7,15 +7,31 @@ and tests can drive it by setting a control's ``.value`` and read what it shows.
 
 from __future__ import annotations
 
-import io
+import html
 
 import torch
 
-from labkit.figures import as_uint8, image_grid
-from labkit.images import encode_png, resize_to, to_model_range
+from labkit.figures import as_uint8
+from labkit.images import resize_to, to_model_range
 from labkit.labels import ConditionError, LabelSpace
 from labkit.sample import sample_conditions
 from labkit.schedules import SCHEDULES, NoiseSchedule
+from labkit.widget_layout import (  # noqa: F401  (PIXELATED, STALE, png_size: also reachable here)
+    DESCRIPTION_WIDTH,
+    PIXELATED,
+    STALE,
+    ImageTiles,
+    busy,
+    control_layout,
+    enlarge,
+    figure_to_png,
+    new_image_widget,
+    picture_png,
+    png_size,
+    show_png,
+    side_by_side,
+    style_widget,
+)
 
 
 def _to_model_range(image: torch.Tensor) -> torch.Tensor:
@@ -27,18 +43,12 @@ def _to_model_range(image: torch.Tensor) -> torch.Tensor:
     return image.detach().float().cpu()
 
 
-def _figure_png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    return buffer.getvalue()
-
-
 class ScheduleExplorer:
     """Explore the forward process q(x_t | x_0) of each β schedule on one image.
 
     Controls: a Dropdown for the schedule, an IntSlider for T (``num_train_timesteps``) and an
-    IntSlider for t. Every change redraws x_t next to the ᾱ_t and log-SNR curves with the
-    current t marked. The noise ε is drawn once from ``seed``, so a redraw is deterministic:
+    IntSlider for t, each on its own row. Every change redraws x_0 and x_t (enlarged by an
+    integer factor) next to the ᾱ_t and log-SNR curves with the current t marked. The noise ε is drawn once from ``seed``, so a redraw is deterministic:
     ``current_noisy_image == NoiseSchedule(schedule, T).add_noise(x0, noise, t)``.
 
     Args:
@@ -52,7 +62,8 @@ class ScheduleExplorer:
 
     State: ``schedule_name``, ``num_train_timesteps``, ``timestep`` (see :attr:`state`),
     ``noise_schedule`` (the current :class:`NoiseSchedule`), ``x0`` and ``noise`` (1, 3, H, W),
-    ``current_noisy_image`` (3, H, W) float, ``figure_png`` (the last drawing as PNG bytes).
+    ``current_noisy_image`` (3, H, W) float, ``figure_png`` (the curves as PNG bytes), ``pictures``
+    (the :class:`ImageTiles` of x_0 and x_t).
     """
 
     def __init__(
@@ -86,14 +97,18 @@ class ScheduleExplorer:
         self._suspended = False
         timestep = num_train_timesteps // 2 if timestep is None else timestep
 
-        self.schedule_dropdown = widgets.Dropdown(options=list(schedules), value=schedule, description="schedule")
+        self.schedule_dropdown = widgets.Dropdown(
+            options=list(schedules), value=schedule, description="schedule",
+            layout=widgets.Layout(width="260px"), style={"description_width": DESCRIPTION_WIDTH},
+        )
         self.steps_slider = widgets.IntSlider(
             value=num_train_timesteps,
             min=min_timesteps,
             max=max_timesteps,
             step=timesteps_step,
-            description="T",
+            description="T (steps)",
             continuous_update=False,
+            **control_layout(widgets),
         )
         self.timestep_slider = widgets.IntSlider(
             value=min(timestep, num_train_timesteps - 1),
@@ -101,11 +116,16 @@ class ScheduleExplorer:
             max=num_train_timesteps - 1,
             description="t",
             continuous_update=False,
+            **control_layout(widgets),
         )
-        self.image_widget = widgets.Image(format="png")
-        self.widget = widgets.VBox(
-            [widgets.HBox([self.schedule_dropdown, self.steps_slider, self.timestep_slider]), self.image_widget]
-        )
+        self.pictures = ImageTiles(height=128)  # x_0 and x_t, enlarged pixel for pixel
+        self.image_widget = new_image_widget(widgets)  # the curves
+        # one control a row, so each slider keeps a usable track on a narrow window; the curves go
+        # beside the pictures where there is room, else under them
+        self.widget = widgets.VBox([
+            style_widget(widgets), self.schedule_dropdown, self.steps_slider, self.timestep_slider,
+            widgets.HBox([self.pictures.widget, self.image_widget], layout=widgets.Layout(flex_flow="row wrap")),
+        ])
         self.schedule_dropdown.observe(self._on_change, names="value")
         self.steps_slider.observe(self._on_steps_change, names="value")
         self.timestep_slider.observe(self._on_change, names="value")
@@ -157,39 +177,33 @@ class ScheduleExplorer:
 
     # ---- drawing -----------------------------------------------------------------------------
     def redraw(self) -> None:
-        """Recompute x_t for the current (schedule, T, t) and redraw the figure."""
+        """Recompute x_t for the current (schedule, T, t) and redraw the pictures and curves."""
         self.noise_schedule = self.schedule_for(self.schedule_name, self.num_train_timesteps)
         timesteps = torch.tensor([self.timestep])
         self.current_noisy_image = self.noise_schedule.add_noise(self.x0, self.noise, timesteps)[0]  # (3, H, W)
-        self.figure_png = _figure_png(self.figure())
-        self.image_widget.value = self.figure_png
+        pictures = as_uint8(torch.stack([self.x0[0], self.current_noisy_image]))
+        self.pictures.show(pictures, ["x_0", f"x_t, t = {self.timestep}"])
+        self.figure_png = show_png(self.image_widget, figure_to_png(self.figure()))
 
     def figure(self):
-        """The current drawing: x_0, x_t, and the ᾱ_t and log-SNR curves with t marked."""
+        """The current curves: ᾱ_t and log SNR over t, with the current t marked (the pictures are
+        shown beside it, enlarged pixel for pixel)."""
         from matplotlib.figure import Figure
 
         schedule, steps, t = self.noise_schedule, self.num_train_timesteps, self.timestep
         alpha_bar = schedule.alphas_cumprod
-        figure = Figure(figsize=(11, 2.6))
-        axes = figure.subplots(1, 4, gridspec_kw={"width_ratios": [1, 1, 1.6, 1.6]})
-        for axis, picture, title in (
-            (axes[0], self.x0[0], "x_0"),
-            (axes[1], self.current_noisy_image, f"x_t, t = {t}"),
-        ):
-            axis.imshow(as_uint8(picture[None])[0].permute(1, 2, 0).numpy(), interpolation="nearest")
-            axis.set_title(title, fontsize=9)
-            axis.axis("off")
+        figure = Figure(figsize=(6.2, 2.5))  # about 560 x 230 px: fits beside the pictures, or under them
+        axes = figure.subplots(1, 2)
         steps_axis = torch.arange(steps).numpy()
-        axes[2].plot(steps_axis, alpha_bar.numpy(), color="tab:blue")
-        axes[2].plot([t], [alpha_bar[t].item()], "o", color="tab:red")
-        axes[2].set_title(f"ᾱ_t = {alpha_bar[t].item():.4f}", fontsize=9)
-        axes[2].set_xlabel("t", fontsize=8)
-        axes[2].set_ylim(-0.02, 1.02)
-        axes[3].plot(steps_axis, schedule.log_snr.numpy(), color="tab:green")
-        axes[3].plot([t], [schedule.log_snr[t].item()], "o", color="tab:red")
-        axes[3].set_title(f"log SNR = {schedule.log_snr[t].item():.2f}", fontsize=9)
-        axes[3].set_xlabel("t", fontsize=8)
-        for axis in axes[2:]:
+        axes[0].plot(steps_axis, alpha_bar.numpy(), color="tab:blue")
+        axes[0].plot([t], [alpha_bar[t].item()], "o", color="tab:red")
+        axes[0].set_title(f"ᾱ_t = {alpha_bar[t].item():.4f}", fontsize=9)
+        axes[0].set_ylim(-0.02, 1.02)
+        axes[1].plot(steps_axis, schedule.log_snr.numpy(), color="tab:green")
+        axes[1].plot([t], [schedule.log_snr[t].item()], "o", color="tab:red")
+        axes[1].set_title(f"log SNR = {schedule.log_snr[t].item():.2f}", fontsize=9)
+        for axis in axes:
+            axis.set_xlabel("t", fontsize=8)
             axis.grid(alpha=0.3)
             axis.tick_params(labelsize=7)
         figure.suptitle(f"{self.schedule_name} schedule, T = {steps}", fontsize=10)
@@ -198,25 +212,13 @@ class ScheduleExplorer:
 
 
 # ---- sampling widgets ------------------------------------------------------------------------------
-def _png(image: torch.Tensor) -> bytes:
-    """uint8 (3, H, W) -> PNG bytes (no matplotlib: fast enough for a play button)."""
-    return encode_png(image, compress_level=1)
+def _steps(config) -> int:
+    """The sampling steps of one chunk of images under ``config`` (for a widget's step count)."""
+    return int(config.sample.num_inference_steps)
 
 
-def _enlarge(images: torch.Tensor, height: int = 128) -> torch.Tensor:
-    """uint8 (..., 3, h, w) -> nearest-neighbour enlarged to about ``height`` pixels tall."""
-    factor = max(1, height // images.shape[-2])
-    return images.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
-
-
-def _side_by_side(images: list[torch.Tensor], gap: int = 4) -> torch.Tensor:
-    """uint8 (3, H, W) images of one height -> one (3, H, ΣW + gaps) image on white."""
-    height = images[0].shape[-2]
-    spacer = torch.full((3, height, gap), 255, dtype=torch.uint8)
-    parts = []
-    for i, image in enumerate(images):
-        parts += ([spacer] if i else []) + [image]
-    return torch.cat(parts, dim=-1)
+def _names(labels) -> str:
+    return ", ".join(labels)
 
 
 class DenoisingStepper:
@@ -224,10 +226,11 @@ class DenoisingStepper:
 
     The trajectory is computed once (:meth:`from_model`, or pass a
     :class:`labkit.sample.SampleResult` made with ``return_trajectory=True``); the slider (and its
-    play button) only index it. Step 0 is pure noise x_T; step N is the final image.
+    play button, linked in the kernel) only index it. Step 0 is pure noise x_T; step N is the final image.
 
     State: ``step``, ``current_x_t`` and ``current_pred_x0`` (uint8 (3, H, W); x̂0 of the last
-    network call at or before this step), ``image_png`` (what is shown).
+    network call at or before this step), ``image_png`` (what is shown, at its own pixel size:
+    each image enlarged by an integer factor to about ``height`` pixels).
     """
 
     def __init__(self, result, title: str = "", image_index: int = 0, height: int = 160):
@@ -241,23 +244,30 @@ class DenoisingStepper:
         self.title = title
         self.height = height
         steps = len(self.timesteps)
-        self.step_slider = widgets.IntSlider(value=0, min=0, max=steps, description="step", continuous_update=True)
-        self.play = widgets.Play(value=0, min=0, max=steps, step=1, interval=250, description="play")
-        widgets.jslink((self.play, "value"), (self.step_slider, "value"))
+        self.step_slider = widgets.IntSlider(
+            value=0, min=0, max=steps, description="step", continuous_update=True, **control_layout(widgets)
+        )
+        self.play = widgets.Play(value=0, min=0, max=steps, step=1, interval=300, description="play")
+        # linked in the kernel, not in the browser: Colab's widget manager has had jslink bugs
+        self.link = widgets.link((self.play, "value"), (self.step_slider, "value"))
         self.caption = widgets.HTML()
-        self.image_widget = widgets.Image(format="png")
-        self.widget = widgets.VBox([widgets.HBox([self.play, self.step_slider]), self.caption, self.image_widget])
+        self.image_widget = new_image_widget(widgets)
+        # the slider on its own row (a usable track on a narrow window), the play button beside the caption
+        self.widget = widgets.VBox(
+            [style_widget(widgets), self.step_slider, widgets.HBox([self.play, self.caption]), self.image_widget]
+        )
         self.step_slider.observe(lambda change: self.show(), names="value")
         self.show()
 
     @classmethod
-    def from_model(cls, model, schedule, label_list, config, seed: int = 0, label_space=None, **sample_kwargs):
-        """Sample ``label_list`` (e.g. ["red sphere", "cyan cube"]) once with a trajectory."""
+    def from_model(cls, model, schedule, label_list, config, seed: int = 0, label_space=None, progress: bool = True,
+                   **sample_kwargs):
+        """Sample ``label_list`` (e.g. ["red sphere", "cyan cube"]) once with a trajectory (a progress bar meanwhile)."""
         result = sample_conditions(
             model, schedule, [list(label_list)], config, label_space, seed=seed, return_trajectory=True,
-            progress=False, **sample_kwargs,
+            progress=progress, **sample_kwargs,
         )
-        return cls(result, title=", ".join(label_list))
+        return cls(result, title=_names(label_list))
 
     @property
     def step(self) -> int:
@@ -268,9 +278,8 @@ class DenoisingStepper:
         step, steps = self.step, len(self.timesteps)
         self.current_x_t = self.trajectory[step]
         self.current_pred_x0 = self.pred_x0[min(step, steps - 1)] if step < steps else self.trajectory[-1]
-        picture = _side_by_side([_enlarge(self.current_x_t, self.height), _enlarge(self.current_pred_x0, self.height)])
-        self.image_png = _png(picture)
-        self.image_widget.value = self.image_png
+        picture = side_by_side([enlarge(self.current_x_t, self.height), enlarge(self.current_pred_x0, self.height)])
+        self.image_png = show_png(self.image_widget, picture_png(picture))
         where = "x_T (pure noise)" if step == 0 else ("x_0 (final image)" if step == steps else f"x_t at t = {self.timesteps[step]}")
         self.caption.value = (
             f"<b>{self.title}</b> &nbsp; step {step}/{steps}: left {where}, right the predicted x̂0"
@@ -281,11 +290,13 @@ class GuidanceSlider:
     """The same seeds re-sampled at each classifier-free guidance scale w.
 
     ε = ε_u + w (ε_c − ε_u): w = 1 is the plain conditional model; larger w follows the labels
-    harder. Each scale is sampled once, on first view, and cached. With a ``judge`` the course
-    accuracy of the images (judge named) is shown beside them.
+    harder. Each scale is sampled once, on first view, and cached; while a scale is being sampled
+    the slider is disabled, the status line says so and the previous images are greyed. Each image
+    is captioned with its labels (and, with a ``judge``, what the judge found); the course accuracy
+    of the images (judge named) is shown above them.
 
     State: ``scale``, ``current_images`` (float (B, 3, H, W)), ``current_accuracy``
-    (an AccuracyResult or None), ``cache`` (scale -> (images, accuracy)).
+    (an AccuracyResult or None), ``cache`` (scale -> (images, accuracy)), ``status``.
     """
 
     def __init__(
@@ -310,11 +321,12 @@ class GuidanceSlider:
         scales = [float(scale) for scale in scales]
         initial = float(initial_scale) if initial_scale is not None else scales[0]
         self.scale_slider = widgets.SelectionSlider(
-            options=scales, value=initial, description="w", continuous_update=False
+            options=scales, value=initial, description="w", continuous_update=False, **control_layout(widgets)
         )
+        self.status = widgets.HTML()
         self.caption = widgets.HTML()
-        self.image_widget = widgets.Image(format="png")
-        self.widget = widgets.VBox([self.scale_slider, self.caption, self.image_widget])
+        self.tiles = ImageTiles()
+        self.widget = widgets.VBox([style_widget(widgets), self.scale_slider, self.status, self.caption, self.tiles.widget])
         self.scale_slider.observe(lambda change: self.show(), names="value")
         self.show()
 
@@ -322,12 +334,12 @@ class GuidanceSlider:
     def scale(self) -> float:
         return float(self.scale_slider.value)
 
-    def images_at(self, scale: float):
-        """(images, accuracy) at ``scale``, sampled once and cached."""
+    def images_at(self, scale: float, on_step=None):
+        """(images, accuracy) at ``scale``, sampled once and cached (``on_step``: called after each step)."""
         if scale not in self.cache:
             result = sample_conditions(
                 self.model, self.schedule, self.label_lists, self.config, self.label_space,
-                guidance_scale=scale, seed=self.seed, progress=False,
+                guidance_scale=scale, seed=self.seed, progress=False, on_step=on_step,
             )
             accuracy = None
             if self.judge is not None:
@@ -336,15 +348,36 @@ class GuidanceSlider:
         return self.cache[scale]
 
     def show(self) -> None:
-        self.current_images, self.current_accuracy = self.images_at(self.scale)
-        nrow = min(8, len(self.current_images))
-        grid = image_grid(_enlarge(self.current_images_uint8(), 64), nrow=nrow)
-        self.image_png = _png(grid)
-        self.image_widget.value = self.image_png
-        text = f"guidance scale w = {self.scale:g} (ε = ε_u + w(ε_c − ε_u)); seeds {self.seed}…{self.seed + len(self.label_lists) - 1}"
+        scale = self.scale
+        if scale not in self.cache:
+            self.tiles.grey()
+            try:
+                with busy([self.scale_slider], self.status,
+                           f"<i>sampling {len(self.label_lists)} images at w = {scale:g} …</i>", _steps(self.config)) as on_step:
+                    self.images_at(scale, on_step)
+            except Exception as error:
+                self.status.value = f"<b>sampling at w = {scale:g} failed:</b> {type(error).__name__}: {html.escape(str(error))}"
+                raise
+        self.status.value = ""
+        self.current_images, self.current_accuracy = self.cache[scale]
+        text = (f"<b>guidance scale w = {scale:g}</b> (ε = ε_u + w(ε_c − ε_u)); "
+                f"seeds {self.seed}…{self.seed + len(self.label_lists) - 1}")
         if self.current_accuracy is not None:
             text += f"<br>accuracy {self.current_accuracy.accuracy:.3f} ({self.current_accuracy.hits}/{self.current_accuracy.total} objects, {self.current_accuracy.judge})"
         self.caption.value = text
+        self.tiles.show(self.current_images_uint8(), self.image_captions())
+
+    def image_captions(self) -> list[str]:
+        """Each image's labels; with a judge also the objects it found (top-k, k = the number wanted)."""
+        captions = [_names(labels) for labels in self.label_lists]
+        if self.judge is None:
+            return captions
+        probabilities = self.judge.probabilities(resize_to(self.current_images))
+        for i, (row, labels) in enumerate(zip(probabilities, self.label_lists)):
+            seen = [self.label_space.names[j] for j in row.topk(len(labels)).indices.tolist()]
+            hits = sum(name in labels for name in seen)
+            captions[i] += f"<br><span style='color: #666'>judge finds {hits}/{len(labels)}</span>"
+        return captions
 
     def current_images_uint8(self) -> torch.Tensor:
         return as_uint8(self.current_images)
@@ -353,9 +386,10 @@ class GuidanceSlider:
 class LabelPicker:
     """Pick 1-3 of the 24 objects and generate scenes of them.
 
-    Invalid picks (none, more than three, an unknown name) are refused with a message and
-    nothing is sampled. State: ``picked`` (list of names), ``message``, ``current_images``
-    (float (B, 3, H, W) or None).
+    Invalid picks (none, more than three, an unknown name) are refused with a message, the
+    pictures of an earlier pick are removed and nothing is sampled. While scenes are sampled the
+    button and the list are disabled and the button says so. State: ``picked`` (list of names),
+    ``message``, ``current_images`` (float (B, 3, H, W) or None).
     """
 
     def __init__(self, model, schedule, config, label_space=None, num_images: int = 4, seed: int = 0, guidance_scale=None):
@@ -365,19 +399,22 @@ class LabelPicker:
         self.label_space = label_space or LabelSpace.default()
         self.num_images, self.seed = num_images, seed
         self.guidance_scale = config.sample.guidance_scale if guidance_scale is None else guidance_scale
-        self.selector = widgets.SelectMultiple(options=list(self.label_space.names), rows=8, description="objects")
-        self.button = widgets.Button(description="generate")
+        self.selector = widgets.SelectMultiple(
+            options=list(self.label_space.names), rows=10, description="objects",
+            layout=widgets.Layout(width="320px"), style={"description_width": DESCRIPTION_WIDTH},
+        )
+        self.button = widgets.Button(description="generate", button_style="primary")
         self.message_widget = widgets.HTML()
-        self.image_widget = widgets.Image(format="png")
+        self.tiles = ImageTiles()
         self.widget = widgets.VBox(
-            [widgets.HBox([self.selector, self.button]), self.message_widget, self.image_widget]
+            [style_widget(widgets), widgets.HBox([self.selector, self.button]), self.message_widget, self.tiles.widget]
         )
         self.picked: list[str] = []
         self.message = ""
         self.current_images = None
         self.button.on_click(lambda button: self.generate())
         self.selector.observe(lambda change: self.pick(list(change["new"])), names="value")
-        self._say("pick 1 to 3 objects, then press generate")
+        self._say("pick 1 to 3 objects (ctrl/cmd-click for more than one), then press generate")
 
     def _say(self, text: str) -> None:
         self.message = text
@@ -389,21 +426,35 @@ class LabelPicker:
             self.picked = self.label_space.check(list(names), where="your pick")
         except ConditionError as error:
             self.picked = []
-            self._say(f"refused: {error}")
+            self.current_images = None
+            self.tiles.clear()
+            self._say(f"<b>refused:</b> {html.escape(str(error))}")
             return False
-        self._say(f"ready: {', '.join(self.picked)}")
+        self._say(f"ready: {_names(self.picked)} (press generate)")
         return True
 
     def generate(self):
         """Sample ``num_images`` scenes (seeds seed…seed+n−1) of the current pick."""
         if not self.picked and not self.pick(list(self.selector.value)):
             return None
-        result = sample_conditions(
-            self.model, self.schedule, [self.picked] * self.num_images, self.config, self.label_space,
-            guidance_scale=self.guidance_scale, seed=self.seed, progress=False,
-        )
+        picked = list(self.picked)
+        self.tiles.grey()
+        description = self.button.description
+        try:
+            with busy([self.button, self.selector], self.message_widget,
+                       f"<i>sampling {self.num_images} scenes of {_names(picked)} …</i>", _steps(self.config)) as on_step:
+                self.button.description = "sampling…"
+                result = sample_conditions(
+                    self.model, self.schedule, [picked] * self.num_images, self.config, self.label_space,
+                    guidance_scale=self.guidance_scale, seed=self.seed, progress=False, on_step=on_step,
+                )
+        except Exception as error:
+            self.tiles.grey(False)
+            self._say(f"<b>sampling failed:</b> {type(error).__name__}: {html.escape(str(error))}")
+            raise
+        finally:
+            self.button.description = description
         self.current_images = result.images
-        self.image_png = _png(image_grid(_enlarge(as_uint8(result.images), 64), nrow=self.num_images))
-        self.image_widget.value = self.image_png
-        self._say(f"{self.num_images} scenes of {', '.join(self.picked)} (w = {self.guidance_scale:g})")
+        self.tiles.show(as_uint8(result.images), [f"{_names(picked)}<br>seed {self.seed + i}" for i in range(self.num_images)])
+        self._say(f"{self.num_images} scenes of {_names(picked)} (w = {self.guidance_scale:g})")
         return result.images

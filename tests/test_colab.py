@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import types
@@ -75,15 +76,27 @@ def test_readme_opens_every_notebook_in_colab():
         assert f"https://colab.research.google.com/github/{slug}/blob/main/notebooks/{path.name}" in readme, path.name
 
 
+def requirement_names(path: Path) -> dict[str, str]:
+    """{package name: the whole line} of a requirements file (comments dropped)."""
+    lines = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
+    return {re.split(r"[<>=!~ ]", line)[0]: line for line in lines if line}
+
+
 def test_runtime_requirements_leave_colab_packages_alone():
-    runtime = [line.split(">")[0].split("<")[0] for line in (ROOT / colab.RUNTIME_REQUIREMENTS).read_text().splitlines()
-               if line and not line.startswith("#")]
-    assert {"torch", "diffusers", "accelerate", "ipywidgets", "tqdm"} <= set(runtime)
-    assert not {"jupyterlab", "nbval", "pytest", "ipykernel", "-e ."} & set(runtime)
-    local = (ROOT / "requirements.txt").read_text().splitlines()
-    for line in (ROOT / colab.RUNTIME_REQUIREMENTS).read_text().splitlines():
-        if line and not line.startswith("#"):
-            assert line in local, f"{line} differs from requirements.txt"
+    runtime = requirement_names(ROOT / colab.RUNTIME_REQUIREMENTS)
+    assert {"torch", "diffusers", "accelerate", "ipywidgets", "tqdm", "matplotlib", "scipy"} <= set(runtime)
+    assert not {"jupyterlab", "nbval", "pytest", "ipykernel", "playwright", "-e"} & set(runtime)
+    assert runtime["ipywidgets"] == "ipywidgets>=7.7,<9"  # Colab's 7.7.1 stays (ipywidgets 8 breaks its widgets)
+    assert runtime["torch"] == "torch>=2.4"  # a range that admits Colab's torch, never a pin
+
+
+def test_local_requirements_add_jupyterlab_with_widgets_it_can_render():
+    local = requirement_names(ROOT / "requirements.txt")
+    assert local["-r"] == f"-r {colab.RUNTIME_REQUIREMENTS}"  # the runtime set, plus:
+    assert {"jupyterlab", "ipykernel", "nbval", "pytest", "playwright", "-e"} <= set(local)
+    # JupyterLab 4 cannot render ipywidgets 7 widgets ("Click to show javascript error")
+    assert local["jupyterlab"] == "jupyterlab>=4" and local["ipywidgets"] == "ipywidgets>=8,<9"
+    assert "torch" not in local  # torch's range lives in the runtime set only
 
 
 def test_off_colab_setup_only_reads_the_profile_and_seeds(monkeypatch, tmp_path):

@@ -425,3 +425,20 @@ def test_tiny_synthetic_judge_is_saved_in_course_format_and_warns(tmp_path, monk
     torch.testing.assert_close(cached.probabilities(images), judge.probabilities(images), rtol=0, atol=1e-5)
     assert "synthetic judge" in str(cached.accuracy(images, random_labels(4), split="test"))
     assert "held-out accuracy" in str(cached)
+
+
+def test_a_weak_judge_is_announced_once_without_a_quoted_source_line(capsys):
+    import warnings
+
+    from labkit.judge import warn_if_weak
+
+    weak = evaluate.Judge("synthetic judge", evaluate.build_evaluator_network(),
+                          holdout=evaluate.AccuracyResult(0.5, 9, 18, "synthetic judge", "held-out"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_if_weak(weak, 0.98)
+    assert capsys.readouterr().out == ""  # not printed a second time beside the warning
+    assert len(caught) == 1 and caught[0].category is evaluate.WeakJudgeWarning
+    shown = warnings.formatwarning(caught[0].message, caught[0].category, caught[0].filename, caught[0].lineno)
+    assert "THE SYNTHETIC JUDGE IS WEAK" in shown and "!!!!" in shown
+    assert "warn" not in shown.split("WeakJudgeWarning:")[1]  # no line of labkit's code quoted under it

@@ -18,7 +18,7 @@ STAGES = [
     ("sample",),
     ("metrics", "judge", "judge_training", "fid"),
     ("outputs", "figures", "evaluate", "mnist", "preflight"),
-    ("widgets", "lab", "colab", "plan", "mnist_cli", "experiments"),
+    ("widget_layout", "widgets", "lab", "colab", "plan", "mnist_cli", "experiments"),
     ("__main__", "__init__"),
 ]
 STAGE = {name: index for index, names in enumerate(STAGES) for name in names}

@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("ipywidgets")
 
 from labkit.schedules import NoiseSchedule  # noqa: E402
-from labkit.widgets import ScheduleExplorer  # noqa: E402
+from labkit.widgets import PIXELATED, ScheduleExplorer, png_size  # noqa: E402
 
 
 def sample_image():
@@ -31,6 +31,10 @@ def test_setting_the_t_slider_redraws_with_the_fixed_noise():
     assert (explorer.current_noisy_image - before).abs().max() > 0.1
     assert torch.equal(explorer.current_noisy_image, expected_x_t(explorer, "cosine", 1000, 700))
     assert bytes(explorer.image_widget.value) == explorer.figure_png != png_before
+    width, height = png_size(explorer.figure_png)  # shown at its own size: never stretched or blurred
+    assert (explorer.image_widget.layout.width, explorer.image_widget.layout.height) == (f"{width}px", f"{height}px")
+    assert width <= 600 and PIXELATED in explorer.image_widget._dom_classes
+    assert explorer.pictures.captions == ["x_0", "x_t, t = 700"] and png_size(explorer.pictures.pngs[1]) == (128, 128)
 
     # the noise is fixed by the seed: another explorer shows the same x_t
     again = ScheduleExplorer(sample_image(), schedule="cosine", num_train_timesteps=1000, timestep=700)
@@ -48,6 +52,10 @@ def test_schedule_and_T_controls():
     assert explorer.state == ("linear", 100, 99) and explorer.timestep_slider.max == 99
     assert redraws == [("linear", 100, 99)]
     assert torch.equal(explorer.current_noisy_image, expected_x_t(explorer, "linear", 100, 99))
+    # one control a row, each slider wide enough for a usable track
+    rows = explorer.widget.children
+    assert explorer.steps_slider in rows and explorer.timestep_slider in rows
+    assert explorer.timestep_slider.layout.width == "600px"
 
 
 def test_float_image_and_bad_arguments():
@@ -94,9 +102,14 @@ def test_denoising_stepper_shows_the_step_the_slider_points_at(tiny_sampler):
     assert torch.equal(stepper.current_x_t, stepper.trajectory[4])
     assert torch.equal(stepper.current_pred_x0, stepper.pred_x0[4])
     assert stepper.image_png != first_png and stepper.image_widget.value == stepper.image_png
+    width, height = png_size(stepper.image_png)  # 16x16 images enlarged x10 (integer factor), side by side
+    assert (width, height) == (2 * 160 + 4, 160)
+    assert stepper.image_widget.layout.width == f"{width}px" and stepper.image_widget.layout.height == "160px"
     stepper.step_slider.value = 6  # the last step shows the final image on both sides
     assert torch.equal(stepper.current_x_t, stepper.trajectory[-1])
     assert "final image" in stepper.caption.value
+    stepper.play.value = 2  # the play button is linked in the kernel
+    assert stepper.step == 2 and torch.equal(stepper.current_x_t, stepper.trajectory[2])
 
 
 def test_guidance_slider_caches_each_scale(tiny_sampler):
@@ -115,6 +128,37 @@ def test_guidance_slider_caches_each_scale(tiny_sampler):
     slider.scale_slider.value = 1.0
     slider.scale_slider.value = 5.0
     assert slider.cache[5.0][0] is cached  # not sampled again
+    # one captioned picture per image, at its own size (16x16 enlarged x8)
+    assert len(slider.tiles.pngs) == 2 and all(png_size(png) == (128, 128) for png in slider.tiles.pngs)
+    assert slider.tiles.captions[1].startswith("gray cube, blue cylinder") and "judge finds" in slider.tiles.captions[1]
+
+
+def test_guidance_slider_is_busy_while_it_samples_and_recovers_from_errors(tiny_sampler, monkeypatch):
+    import labkit.widgets as widgets_module
+    from labkit.widgets import STALE, GuidanceSlider
+
+    model, schedule, config = tiny_sampler
+    slider = GuidanceSlider(model, schedule, [["red sphere"]], config, scales=(1.0, 3.0, 5.0))
+    seen = []
+    real = widgets_module.sample_conditions
+
+    def watching(*args, **kwargs):
+        seen.append((slider.scale_slider.disabled, slider.status.value, STALE in slider.tiles.widget._dom_classes))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(widgets_module, "sample_conditions", watching)
+    slider.scale_slider.value = 3.0
+    assert seen == [(True, "<i>sampling 1 images at w = 3 …</i>", True)]
+    assert not slider.scale_slider.disabled and slider.status.value == ""
+    assert STALE not in slider.tiles.widget._dom_classes
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(widgets_module, "sample_conditions", failing)
+    with pytest.raises(RuntimeError):
+        slider.scale_slider.value = 5.0
+    assert not slider.scale_slider.disabled and "failed" in slider.status.value and "out of memory" in slider.status.value
 
 
 def test_label_picker_refuses_bad_picks_with_a_message(tiny_sampler):
@@ -122,6 +166,7 @@ def test_label_picker_refuses_bad_picks_with_a_message(tiny_sampler):
 
     model, schedule, config = tiny_sampler
     picker = LabelPicker(model, schedule, config, num_images=2)
+    assert picker.tiles.widget.children == ()  # no picture (and no placeholder) before the first generate
     picker.selector.value = ("gray cube", "red cube", "blue cube", "green cube")
     assert picker.picked == [] and "refused" in picker.message and "4 objects" in picker.message
     assert picker.generate() is None and picker.current_images is None
@@ -131,3 +176,29 @@ def test_label_picker_refuses_bad_picks_with_a_message(tiny_sampler):
     assert picker.picked == ["red sphere", "cyan cube"] and picker.message.startswith("ready")
     images = picker.generate()
     assert images.shape == (2, 3, 16, 16)
+    assert len(picker.tiles.widget.children) == 2 and picker.tiles.captions[0] == "red sphere, cyan cube<br>seed 0"
+    assert not picker.button.disabled and picker.button.description == "generate"
+    picker.selector.value = ("red sphere", "red sphere", "cyan cube", "gray cube", "blue cube")
+    assert "refused" in picker.message
+    assert picker.tiles.widget.children == () and picker.current_images is None  # old pictures go
+
+
+def test_label_picker_disables_its_controls_while_sampling(tiny_sampler, monkeypatch):
+    import labkit.widgets as widgets_module
+    from labkit.widgets import LabelPicker
+
+    model, schedule, config = tiny_sampler
+    picker = LabelPicker(model, schedule, config, num_images=1)
+    picker.selector.value = ("red sphere",)
+    seen = []
+
+    def failing(*args, **kwargs):
+        seen.append((picker.button.disabled, picker.selector.disabled, picker.button.description, picker.message_widget.value))
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(widgets_module, "sample_conditions", failing)
+    with pytest.raises(RuntimeError):
+        picker.generate()
+    assert seen == [(True, True, "sampling…", "<i>sampling 1 scenes of red sphere …</i>")]
+    assert not picker.button.disabled and not picker.selector.disabled and picker.button.description == "generate"
+    assert "sampling failed" in picker.message_widget.value

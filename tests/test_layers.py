@@ -17,7 +17,7 @@ STAGES = [
     ("train",),
     ("sample",),
     ("metrics", "judge", "judge_training", "fid"),
-    ("outputs", "figures", "evaluate", "mnist"),
+    ("outputs", "figures", "evaluate", "mnist", "exercises"),
     ("widgets", "lab", "colab", "plan", "mnist_cli"),
     ("__main__", "__init__"),
 ]

@@ -245,8 +245,8 @@ def preprocessing_figure(image: torch.Tensor, size: int = 64):
     """One 320x240 image through the lab's preprocessing, and the two common alternatives.
 
     Top: original -> squashed square -> ``size`` px -> the evaluator's view (32 px upsampled to 64).
-    Bottom: pad-then-resize and resize-then-crop, with the course evaluator's accuracy for each
-    (measured on real training images: squashed 97.2%, padded 79.5%, cropped 40.5%).
+    Bottom: pad-then-resize and resize-then-crop. Only what anyone can reproduce is drawn; the course
+    evaluator's accuracy for each (a measurement on the official training images) is quoted in notebook 01.
     image: uint8 (3, H, W). Returns the figure.
     """
     import matplotlib.pyplot as plt
@@ -260,10 +260,10 @@ def preprocessing_figure(image: torch.Tensor, size: int = 64):
     panels = [
         (image, f"original {width}x{height}"),
         (resize_square(image, side), f"squashed to {side}x{side}"),
-        (resize_square(image, size), f"direct resize {size}x{size}: 97.2%"),
+        (resize_square(image, size), f"direct resize {size}x{size} (default)"),
         (evaluator_view(resize_square(image, size)[None])[0], "evaluator's view (32 -> 64)"),
-        (resize_square(padded, size), "pad, then resize: 79.5%"),
-        (short[0, :, :, left : left + size], "resize short side, crop: 40.5%"),
+        (resize_square(padded, size), "pad, then resize"),
+        (short[0, :, :, left : left + size], "resize short side, crop"),
     ]
     fig, axes = plt.subplots(2, 4, figsize=(13, 6.2))
     for axis, (picture, caption) in zip(axes.flat[:4].tolist() + axes.flat[5:7].tolist(), panels):
@@ -271,7 +271,7 @@ def preprocessing_figure(image: torch.Tensor, size: int = 64):
         axis.set_title(caption, fontsize=9)
     for axis in axes.flat:
         axis.axis("off")
-    fig.suptitle("preprocessing: the default is the direct (squashed) resize; accuracies of the course evaluator")
+    fig.suptitle("preprocessing: the default is the direct (squashed) resize; below, two common alternatives")
     fig.tight_layout()
     return fig
 

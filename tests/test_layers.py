@@ -14,7 +14,7 @@ STAGES = [
     ("data", "synth"),
     ("schedules", "model"),
     ("checkpoint", "reference"),
-    ("train",),
+    ("train", "network_view"),
     ("sample",),
     ("metrics", "judge", "judge_training", "fid"),
     ("outputs", "figures", "evaluate", "mnist", "exercises"),

@@ -168,6 +168,19 @@ def test_a_common_mistake_fails_with_its_message(check, wrong, message):
         check(wrong)
 
 
+def test_float32_arithmetic_passes_and_a_float32_posterior_is_named():
+    def beta_schedule(name, T, beta_start=1e-4, beta_end=0.02):  # the solution in float32
+        return solutions()["beta_schedule"](name, T, beta_start, beta_end).float()
+
+    exercises.check_beta_schedule(beta_schedule)
+
+    def posterior(x0, x_t, timesteps, betas):
+        return solutions()["posterior"](x0, x_t, timesteps, betas.float())
+
+    with pytest.raises(AssertionError, match="float32 rounding"):
+        exercises.check_posterior(posterior)
+
+
 def test_an_unwritten_exercise_says_where_to_write_it():
     def compute_alpha_bar(betas):
         raise NotImplementedError("torch.cumprod")

@@ -133,7 +133,8 @@ def set_repository(slug: str, root: str | os.PathLike | None = None) -> list[Pat
         raise ValueError(f"--repository must look like account/name (as in github.com/account/name), not {slug!r}")
     root = Path(root) if root is not None else checkout_root()
     old = REPOSITORY.removeprefix("https://github.com/")
-    files = [root / "README.md", root / "labkit" / "colab.py", *sorted((root / "notebooks").glob("*.ipynb"))]
+    files = [root / "README.md", root / "labkit" / "colab.py", *sorted((root / "notebooks").glob("*.ipynb")),
+             *sorted((root / "notebooks" / "student").glob("*.ipynb"))]
     changed = []
     for path in files:
         text = path.read_text(encoding="utf-8")

@@ -245,8 +245,8 @@ def preprocessing_figure(image: torch.Tensor, size: int = 64):
     """One 320x240 image through the lab's preprocessing, and the two common alternatives.
 
     Top: original -> squashed square -> ``size`` px -> the evaluator's view (32 px upsampled to 64).
-    Bottom: pad-then-resize and resize-then-crop, with the course evaluator's accuracy for each
-    (measured on real training images: squashed 97.2%, padded 79.5%, cropped 40.5%).
+    Bottom: pad-then-resize and resize-then-crop. Only what anyone can reproduce is drawn; the course
+    evaluator's accuracy for each (a measurement on the official training images) is quoted in notebook 01.
     image: uint8 (3, H, W). Returns the figure.
     """
     import matplotlib.pyplot as plt
@@ -260,10 +260,10 @@ def preprocessing_figure(image: torch.Tensor, size: int = 64):
     panels = [
         (image, f"original {width}x{height}"),
         (resize_square(image, side), f"squashed to {side}x{side}"),
-        (resize_square(image, size), f"direct resize {size}x{size}: 97.2%"),
+        (resize_square(image, size), f"direct resize {size}x{size} (default)"),
         (evaluator_view(resize_square(image, size)[None])[0], "evaluator's view (32 -> 64)"),
-        (resize_square(padded, size), "pad, then resize: 79.5%"),
-        (short[0, :, :, left : left + size], "resize short side, crop: 40.5%"),
+        (resize_square(padded, size), "pad, then resize"),
+        (short[0, :, :, left : left + size], "resize short side, crop"),
     ]
     fig, axes = plt.subplots(2, 4, figsize=(13, 6.2))
     for axis, (picture, caption) in zip(axes.flat[:4].tolist() + axes.flat[5:7].tolist(), panels):
@@ -271,7 +271,7 @@ def preprocessing_figure(image: torch.Tensor, size: int = 64):
         axis.set_title(caption, fontsize=9)
     for axis in axes.flat:
         axis.axis("off")
-    fig.suptitle("preprocessing: the default is the direct (squashed) resize; accuracies of the course evaluator")
+    fig.suptitle("preprocessing: the default is the direct (squashed) resize; below, two common alternatives")
     fig.tight_layout()
     return fig
 
@@ -339,3 +339,52 @@ class LiveLossPlot:
             fig = loss_curve_figure(self.rows, self.title)
             self.handle.update(fig)
             plt.close(fig)
+
+
+def network_view_figure(x0: torch.Tensor, x_t: torch.Tensor, x0_hat: torch.Tensor, timesteps: Sequence[int], title: str = ""):
+    """A training image (left), noised to each t (top row) beside the network's one-step x̂0 (bottom row).
+
+    x0: (3, S, S) in [-1, 1]; x_t, x0_hat: (n, 3, S, S) float (x̂0 is clipped to [-1, 1] for display only),
+    from :func:`labkit.network_view.one_step_x0`. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    count = len(timesteps)
+    fig, axes = plt.subplots(2, count + 1, figsize=(1.6 * (count + 1), 3.9))
+    def show(axis, image, caption):
+        axis.imshow(to_uint8(image.clamp(-1, 1)).permute(1, 2, 0).numpy())
+        axis.set_title(caption, fontsize=8)
+    show(axes[0, 0], x0, "x0 (training image)")
+    for k, t in enumerate(timesteps):
+        show(axes[0, k + 1], x_t[k], f"x_t, t = {t}")
+        show(axes[1, k + 1], x0_hat[k], f"one-step x̂0, t = {t}")
+    for axis in axes.flat:
+        axis.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def loss_per_timestep_figure(losses: dict, title: str = ""):
+    """The network's loss per noise level, from :func:`labkit.network_view.loss_per_timestep`: the loss on its
+    training target (and min-SNR-weighted, when used) and the error of its one-step x̂0. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    target = {"epsilon": "ε", "v_prediction": "v", "sample": "x0"}[losses["prediction_type"]]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    axes[0].plot(losses["centres"], losses["loss"], "o-", label=f"MSE on the target {target}")
+    if losses.get("min_snr_gamma", 0) > 0:
+        axes[0].plot(losses["centres"], losses["weighted"], "s--", label=f"min-SNR-{losses['min_snr_gamma']:g} weighted")
+    axes[0].set_ylabel("loss")
+    axes[1].plot(losses["centres"], losses["x0_error"], "o-", color="C2")
+    axes[1].set_ylabel("MSE of the one-step x̂0")
+    for axis in axes:
+        axis.set_xlabel(f"t (bucket centre; {len(losses['centres'])} buckets, {losses['images']} images each)")
+        axis.set_yscale("log")
+        axis.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

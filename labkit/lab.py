@@ -147,10 +147,13 @@ def training_callbacks(config: LabConfig, judge=None, progress: bool = True) -> 
     return callbacks
 
 
-def run_train(config: LabConfig, training_set=None, progress: bool = True, resume: bool = True, judge=None, on_log=None):
-    """Train (or finish training) the run with the lab's previews and evaluation; returns the TrainResult."""
+def run_train(config: LabConfig, training_set=None, progress: bool = True, resume: bool = True, judge=None, on_log=None,
+              loss_fn=None):
+    """Train (or finish training) the run with the lab's previews and evaluation; returns the TrainResult.
+    ``loss_fn``: your own per-sample loss (see :func:`labkit.train.diffusion_loss`)."""
     callbacks = training_callbacks(config, judge, progress)
-    return train(config, resume=resume, progress=progress, training_set=training_set, on_log=on_log, **callbacks)
+    return train(config, resume=resume, progress=progress, training_set=training_set, on_log=on_log, loss_fn=loss_fn,
+                 **callbacks)
 
 
 def save_training_accuracy_figure(config: LabConfig, judge_name: str) -> Path | None:

@@ -88,6 +88,7 @@ def guided_epsilon(
     guidance_scale: float = 1.0,
     cfg_mode: str = "batched",
     precision: str = "fp32",
+    guide_fn=None,
 ) -> torch.Tensor:
     """ε for one step with classifier-free guidance: ε_u + w (ε_c − ε_u).
 
@@ -95,6 +96,7 @@ def guided_epsilon(
     w = 1 is plain conditional (one network call). ``cfg_mode="batched"`` evaluates the
     conditional and unconditional branches in one call on the doubled batch (2B);
     ``"separate"`` makes two calls (same result, slower; kept for comparison).
+    guide_fn(eps_cond, eps_uncond, w): replaces the formula (the student notebook's ``guide``).
     """
     device = x_t.device
     timesteps = torch.full((x_t.shape[0],), int(timestep), device=device, dtype=torch.long)
@@ -116,6 +118,8 @@ def guided_epsilon(
         eps_uncond = network(x_t, timesteps, null)
     else:
         raise ValueError(f"cfg_mode must be 'batched' or 'separate', not {cfg_mode!r}")
+    if guide_fn is not None:
+        return guide_fn(eps_cond, eps_uncond, guidance_scale)
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
 
@@ -329,12 +333,18 @@ def sample_from_scratch(
     clip_sample: bool = True,
     image_size: int | None = None,
     precision: str = "fp32",
+    guide_fn=None,
+    ddim_step_fn=None,
 ) -> torch.Tensor:
     """The teaching sampler: the same loop as :func:`sample`, with labkit's own DDPM/DDIM steps.
 
     Uses the scheduler's timesteps and draws noise exactly as diffusers does (one generator
     per image), so for the same seeds it returns the same images as ``sample(sampler=method)``.
     labels: (B, 24) -> images float (B, 3, S, S) in [-1, 1].
+    Your own pieces (the student notebook's exercises) can replace labkit's:
+    guide_fn(eps_cond, eps_uncond, w) -> ε (classifier-free guidance) and, for ``method="ddim"``
+    with η = 0, ddim_step_fn(eps, x_t, alpha_bar_t, alpha_bar_prev) -> (x_prev, x0_pred) (no
+    clipping of x̂0 there: compare with ``clip_sample=False``).
     """
     device = next(model.parameters()).device
     size = image_size or _infer_size(model)
@@ -344,8 +354,14 @@ def sample_from_scratch(
     labels = labels.float().to(device)
     x_t = initial_noise(generators, (3, size, size)).to(device)  # x_T, (B, 3, S, S)
     for index, timestep in enumerate(timesteps):
-        eps = guided_epsilon(model, schedule, x_t, timestep, labels, guidance_scale, "batched", precision)
-        if method == "ddpm":  # the next timestep of the list (diffusers' DDPMScheduler.previous_timestep)
+        eps = guided_epsilon(model, schedule, x_t, timestep, labels, guidance_scale, "batched", precision, guide_fn)
+        if method == "ddim" and ddim_step_fn is not None:
+            prev_timestep = timestep - step_size
+            alpha_bar = schedule.alphas_cumprod.to(x_t.device)
+            alpha_bar_t = alpha_bar[timestep].reshape(1, 1, 1, 1).expand(len(x_t), 1, 1, 1)
+            alpha_bar_prev = (alpha_bar[prev_timestep] if prev_timestep >= 0 else torch.ones((), device=x_t.device))
+            x_t, _ = ddim_step_fn(eps, x_t, alpha_bar_t, alpha_bar_prev.reshape(1, 1, 1, 1).expand(len(x_t), 1, 1, 1))
+        elif method == "ddpm":  # the next timestep of the list (diffusers' DDPMScheduler.previous_timestep)
             prev_timestep = timesteps[index + 1] if index + 1 < len(timesteps) else -1
             x_t, _ = schedule.ddpm_step(
                 eps_to_output(schedule, eps, x_t, timestep), timestep, x_t,

@@ -85,12 +85,16 @@ def diffusion_loss(
     cond_drop_prob: float = 0.1,
     min_snr_gamma: float = 0.0,
     generator: torch.Generator | None = None,
+    loss_fn: Callable | None = None,
 ) -> torch.Tensor:
     """The training loss on one batch (a scalar tensor, not synchronised to the host).
 
     x0: (B, 3, H, W) in [-1, 1]; labels: (B, 24) multi-hot. The target follows
     ``schedule.prediction_type`` (ε, v or x0); ``min_snr_gamma > 0`` weights each sample by
     min-SNR-γ (Hang et al. 2023). Every random draw uses ``generator``.
+    loss_fn(model, x0, labels, timesteps, noise, alpha_bar) -> (B,): replaces the per-sample MSE
+    (the student notebook's ``v_loss``, for a v-prediction schedule); the draws, the label dropout
+    and the min-SNR weights stay labkit's.
     """
     batch = x0.shape[0]
     timesteps = torch.randint(
@@ -98,10 +102,13 @@ def diffusion_loss(
     )  # (B,)
     noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)  # (B, 3, H, W)
     labels = drop_labels(labels, cond_drop_prob, generator)
-    x_t = schedule.add_noise(x0, noise, timesteps)  # DDPM eq. 4
-    target = schedule.training_target(x0, noise, timesteps)
-    prediction = model(x_t, timesteps, labels)
-    per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # (B,)
+    if loss_fn is not None:
+        per_sample = loss_fn(model, x0, labels, timesteps, noise, schedule.alphas_cumprod.to(x0.device)).float()  # (B,)
+    else:
+        x_t = schedule.add_noise(x0, noise, timesteps)  # DDPM eq. 4
+        target = schedule.training_target(x0, noise, timesteps)
+        prediction = model(x_t, timesteps, labels)
+        per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # (B,)
     if min_snr_gamma > 0:
         per_sample = per_sample * schedule.loss_weights(timesteps, gamma=min_snr_gamma)
     return per_sample.mean()
@@ -316,6 +323,7 @@ class RunSetup:
     labels: torch.Tensor | None  # (N, 24) multi-hot; None for an unconditional model
     schedule: NoiseSchedule
     data_path: str  # where the training set lives and how batches reach the device
+    loss_fn: Callable | None = None  # replaces the per-sample MSE (see diffusion_loss)
 
     @property
     def last_path(self) -> Path:
@@ -433,7 +441,7 @@ def train_step(state: TrainState, setup: RunSetup, network: nn.Module) -> torch.
     with autocast(setup.device, setup.precision):
         loss = diffusion_loss(
             network, setup.schedule, x0, batch_labels, cond_drop_prob=config.train.cond_drop_prob,
-            min_snr_gamma=config.diffusion.min_snr_gamma, generator=state.noise_generator,
+            min_snr_gamma=config.diffusion.min_snr_gamma, generator=state.noise_generator, loss_fn=setup.loss_fn,
         )
     optimizer_step(loss, state.optimizer, state.grad_scaler, network.parameters(), config.train.grad_clip)
     state.lr_scheduler.step()
@@ -630,6 +638,7 @@ def train(
     on_log: Callable[[dict], None] | None = None,
     on_eval: Callable[[nn.Module, NoiseSchedule, int], float | None] | None = None,
     on_preview: Callable[[nn.Module, NoiseSchedule, int], None] | None = None,
+    loss_fn: Callable | None = None,
 ) -> TrainResult:
     """Train (or continue) the run ``config.run_dir`` up to ``config.train.steps`` optimiser steps.
 
@@ -642,10 +651,13 @@ def train(
         checkpoint; a number, or a dict with "accuracy" (a better one than before writes ``checkpoints/best.pt``)
         and "test_accuracy" / "new_test_accuracy" (written to ``log.csv``).
     on_preview(ema_model, schedule, step): every ``train.preview_every`` steps (e.g. a grid of samples).
+    loss_fn(model, x0, labels, timesteps, noise, alpha_bar) -> (B,): your own per-sample loss (see
+        :func:`diffusion_loss`), e.g. the student notebook's ``v_loss``.
     Callbacks run on the main process only. The global batch is ``config.train.batch_size``, split
     evenly across processes. :func:`labkit.lab.run_train` passes the lab's preview and evaluation.
     """
     setup = prepare_run(config, resume, training_set, progress)
+    setup.loss_fn = loss_fn
     state = build_state(setup)
     if resume and setup.last_path.exists():
         resume_state(state, setup)

@@ -14,10 +14,10 @@ STAGES = [
     ("data", "synth"),
     ("schedules", "model"),
     ("checkpoint", "reference"),
-    ("train",),
+    ("train", "network_view"),
     ("sample",),
     ("metrics", "judge", "judge_training", "fid"),
-    ("outputs", "figures", "evaluate", "mnist", "preflight"),
+    ("outputs", "figures", "evaluate", "mnist", "preflight", "exercises"),
     ("widget_layout", "widgets", "lab", "colab", "plan", "mnist_cli", "experiments"),
     ("__main__", "__init__"),
 ]

@@ -166,6 +166,6 @@ def test_set_repository_rewrites_every_copy_of_the_address(tmp_path):
         text = path.read_text(encoding="utf-8")
         assert f"github.com/{old}" not in text and "course-team/diffusion-lab" in text, path
     readme = (tmp_path / "README.md").read_text()
-    assert readme.count("colab.research.google.com/github/course-team/diffusion-lab/blob/main/notebooks/") == 7
+    assert readme.count("colab.research.google.com/github/course-team/diffusion-lab/blob/main/notebooks/") == len(NOTEBOOKS)
     with pytest.raises(ValueError, match="account/name"):
         colab.set_repository("https://github.com/x", tmp_path)

@@ -70,7 +70,8 @@ class AccuracyResult:
     def __str__(self) -> str:
         name = f"{self.split}.json" if self.split in ("test", "new_test") else self.split  # a label file, or e.g. "held-out"
         prefix = f"{name}: " if name else "accuracy "
-        return f"{prefix}{self.accuracy:.3f} ({self.hits}/{self.total} objects, {self.judge})"
+        held_out = f", held-out {self.judge_holdout_accuracy:.3f}" if self.judge_holdout_accuracy is not None else ""
+        return f"{prefix}{self.accuracy:.3f} ({self.hits}/{self.total} objects, {self.judge}{held_out})"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -363,7 +363,8 @@ class GuidanceSlider:
         text = (f"<b>guidance scale w = {scale:g}</b> (ε = ε_u + w(ε_c − ε_u)); "
                 f"seeds {self.seed}…{self.seed + len(self.label_lists) - 1}")
         if self.current_accuracy is not None:
-            text += f"<br>accuracy {self.current_accuracy.accuracy:.3f} ({self.current_accuracy.hits}/{self.current_accuracy.total} objects, {self.current_accuracy.judge})"
+            accuracy = str(self.current_accuracy).removeprefix("accuracy ")
+            text += f"<br>accuracy {accuracy}"
         self.caption.value = text
         self.tiles.show(self.current_images_uint8(), self.image_captions())
 

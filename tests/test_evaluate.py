@@ -321,6 +321,8 @@ def test_breakdowns_and_failure_cases():
 def test_accuracy_result_names_the_judge():
     result = evaluate.AccuracyResult(61 / 72, 61, 72, "synthetic judge", split="test")
     assert str(result) == "test.json: 0.847 (61/72 objects, synthetic judge)"
+    result.judge_holdout_accuracy = 0.991
+    assert str(result) == "test.json: 0.847 (61/72 objects, synthetic judge, held-out 0.991)"
     assert "course checkpoint" in str(evaluate.AccuracyResult(1.0, 3, 3, "course checkpoint"))
 
 

@@ -22,16 +22,7 @@ from dataclasses import dataclass, field
 
 from labkit import data as data_module
 from labkit.config import LabConfig, resolve_path
-from labkit.judge import (
-    EvaluatorFileError,
-    build_evaluator_network,
-    course_files,
-    import_course_evaluator,
-    judge_paths,
-    load_shipped_judge,
-    load_network_state,
-    read_checkpoint,
-)
+from labkit.judge import course_files, judge_paths, load_course_judge, load_shipped_judge
 
 
 @dataclass
@@ -73,17 +64,9 @@ def check_judge_files(config: LabConfig, source: data_module.DataSource) -> tupl
     """(judge name, one line) for the judge that will score this data; the course files are loaded to check them."""
     if source.kind == "official":
         evaluator_path, checkpoint_path = course_files(config)
-        if checkpoint_path.is_file():
-            load_network_state(build_evaluator_network(), read_checkpoint(checkpoint_path), checkpoint_path)
-            if evaluator_path.is_file():
-                import_course_evaluator(evaluator_path)
+        if load_course_judge(config, device="cpu") is not None:  # loads the files; raises naming a bad one
             used = f"{checkpoint_path}" + (f" through {evaluator_path.name}" if evaluator_path.is_file() else "")
             return "course checkpoint", f"judge: course checkpoint ({used}), loads into the course's ResNet18"
-        if evaluator_path.is_file():
-            raise EvaluatorFileError(
-                f"{evaluator_path} is present but {checkpoint_path} is not; copy the course's checkpoint.pth "
-                f"next to it (evaluator.py alone holds no weights)"
-            )
         return "labkit judge (trained on the official images)", (
             f"judge: no checkpoint.pth in {source.root}; a judge of the course's architecture trained here "
             f"on the official images (copy the course's checkpoint.pth there to use the course's judge)"

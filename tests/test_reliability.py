@@ -57,6 +57,19 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     return status, captured.out, captured.err
 
 
+def failing_on_call(function, call: int, message: str):
+    """``function`` that raises RuntimeError(message) on its ``call``-th call (counting from 1)."""
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise RuntimeError(message)
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
 def tiny_run(home: Path, steps: int = 2, **overrides):
     """A trained tiny model in runs/tiny/ with the synthetic condition files (no rendering)."""
     config = make_tiny_config(home, **{"train.steps": steps, "train.run_name": "tiny", **overrides})
@@ -195,16 +208,8 @@ def test_a_failing_sampling_run_changes_no_output(home, monkeypatch):
     before = digests(config.outputs_dir)
     assert len([name for name in before if name.startswith("images/")]) == 64
 
-    calls = []
     real = lab.sample_conditions
-
-    def fails_on_new_test(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("the machine ran out of memory")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(lab, "sample_conditions", fails_on_new_test)
+    monkeypatch.setattr(lab, "sample_conditions", failing_on_call(real, 2, "the machine ran out of memory"))  # new_test
     with pytest.raises(RuntimeError, match="out of memory"):
         lab.run_sample(config, progress=False)
     assert digests(config.outputs_dir) == before
@@ -294,15 +299,7 @@ def test_a_crash_inside_a_step_or_with_broken_weights_keeps_the_last_checkpoint(
     training_set = make_training_set(home, count=12)
     config = make_tiny_config(home, **{"train.steps": 8, "train.checkpoint_every": 2})
     real_step = train_module.optimizer_step
-    calls = []
-
-    def crashes_at_step_5(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 5:
-            raise RuntimeError("CUDA out of memory")
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "optimizer_step", crashes_at_step_5)
+    monkeypatch.setattr(train_module, "optimizer_step", failing_on_call(real_step, 5, "CUDA out of memory"))  # step 5
     with pytest.raises(RuntimeError, match="out of memory"):
         train(config, resume=False, progress=False, training_set=training_set)
     last = config.run_dir / "checkpoints" / "last.pt"

@@ -307,6 +307,7 @@ class TrainConfig(Section):
     seed: int = 0
     run_name: str = ""  # default: the profile name
     runs_dir: str = "runs"
+    init_from: str = ""  # fine-tune: a new run starts from these weights: a checkpoint or snapshot file, or "reference"
 
 
 @dataclass

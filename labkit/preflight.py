@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from labkit import data as data_module
-from labkit.config import LabConfig, resolve_path
+from labkit.config import ConfigError, LabConfig, resolve_path
 from labkit.judge import course_files, judge_paths, load_course_judge, load_shipped_judge
 
 
@@ -35,6 +35,15 @@ class PreflightReport:
 
     def __str__(self) -> str:
         return "checked before starting:\n" + "\n".join(f"  {line}" for line in self.lines)
+
+
+def check_init_from(config: LabConfig) -> None:
+    """``train.init_from`` names weights that exist (a file, or "reference" for the shipped model)."""
+    init_from = config.train.init_from
+    if init_from and init_from != "reference" and not resolve_path(init_from).is_file():
+        raise ConfigError(f"train.init_from = {init_from!r}: {resolve_path(init_from)} does not exist; name a checkpoint "
+                          f"(runs/NAME/checkpoints/last.pt or ema_XXXXXX.pt), \"reference\" for the shipped model, "
+                          f"or leave it empty to train from scratch")
 
 
 def check_data_files(config: LabConfig, source: data_module.DataSource) -> list[str]:
@@ -88,6 +97,7 @@ def preflight(config: LabConfig, judge: bool = True, data: bool = True) -> Prefl
     naming the file, the entry or the setting and the fix.
     """
     config.validate()
+    check_init_from(config)
     source = data_module.resolve_source(config.data, render=False)
     report = PreflightReport(source, judge="")
     if data:

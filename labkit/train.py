@@ -47,8 +47,9 @@ from labkit.checkpoint import (  # noqa: F401  (load_model, find_checkpoint, sna
     set_rng_state,
     snapshot_path,
 )
-from labkit.config import ConfigError, LabConfig
+from labkit.config import ConfigError, LabConfig, resolve_path
 from labkit.model import build_model
+from labkit.reference import verified_path
 from labkit.runtime import (
     autocast,
     resolve_channels_last,
@@ -428,6 +429,25 @@ def resume_state(state: TrainState, setup: RunSetup) -> None:
         print(f"resumed {setup.config.run_dir} at step {state.step}")
 
 
+def init_weights_path(init_from: str) -> Path:
+    """The file ``train.init_from`` names: "reference" is the shipped reference model (SHA-256 checked)."""
+    return verified_path("model.pt") if init_from == "reference" else resolve_path(init_from)
+
+
+def initialize_from(state: TrainState, setup: RunSetup) -> None:
+    """Start a new run from the weights in ``train.init_from`` (a file, or "reference") (its EMA weights when it has them): the
+    model and its EMA begin there; the optimiser, LR schedule and step count start afresh (fine-tuning)."""
+    path = init_weights_path(setup.config.train.init_from)
+    checkpoint = read_checkpoint(path)
+    check_resumable(checkpoint, setup.config, path)
+    weights = checkpoint["ema"] if checkpoint.get("ema") else checkpoint["model"]
+    state.model.load_state_dict({key: value.float() for key, value in weights.items()})
+    if state.ema is not None:
+        state.ema.model.load_state_dict(state.model.state_dict())
+    if setup.is_main:
+        print(f"initialised {setup.config.run_name} from {path} (trained {checkpoint.get('step', '?')} steps there)")
+
+
 def train_step(state: TrainState, setup: RunSetup, network: nn.Module) -> torch.Tensor:
     """One optimiser step on the next batch (``network`` is the prepared, maybe compiled, model); returns the
     loss on the device (no host sync)."""
@@ -661,6 +681,8 @@ def train(
     state = build_state(setup)
     if resume and setup.last_path.exists():
         resume_state(state, setup)
+    elif config.train.init_from:
+        initialize_from(state, setup)
     if state.step >= config.train.steps:
         if setup.is_main:
             print(f"{config.run_name}: already trained to step {state.step} of train.steps = {config.train.steps}; "

@@ -139,6 +139,33 @@ def test_resume_refuses_a_different_model(tmp_path):
         train(config, resume=True, progress=False, training_set=training_set)
 
 
+def test_init_from_starts_a_new_run_at_the_other_runs_ema_weights(tmp_path):
+    training_set = make_training_set(tmp_path, count=8)
+    source = make_tiny_config(tmp_path / "a", **{"train.steps": 3})
+    trained = train(source, resume=False, progress=False, training_set=training_set)
+    tuned = make_tiny_config(tmp_path / "b", **{"train.steps": 2, "train.init_from": str(trained.last_checkpoint)})
+    start = train(tuned, resume=True, progress=False, training_set=training_set, stop_at_step=0)
+    for name, value in trained.ema_model.state_dict().items():  # the model and its EMA begin at the EMA weights
+        assert torch.equal(start.model.state_dict()[name], value), name
+        assert torch.equal(start.ema_model.state_dict()[name], value), name
+    finished = train(tuned, resume=True, progress=False, training_set=training_set)
+    assert finished.step == 2 and [row["step"] for row in read_log(tuned.run_dir)] == [1, 2]
+    assert not torch.equal(next(iter(finished.model.parameters())), next(iter(start.model.parameters())))
+    tuned.model.base_channels = 32  # weights of another architecture are refused with the setting to change
+    tuned.train.run_name = "other"
+    with pytest.raises(ValueError, match="different model config"):
+        train(tuned, resume=True, progress=False, training_set=training_set)
+
+
+def test_init_from_a_missing_file_is_refused_by_the_preflight(tmp_path):
+    from labkit.config import ConfigError
+    from labkit.preflight import check_init_from
+
+    config = make_tiny_config(tmp_path, **{"train.init_from": "runs/none/checkpoints/last.pt"})
+    with pytest.raises(ConfigError, match="train.init_from = 'runs/none/checkpoints/last.pt'.*does not exist"):
+        check_init_from(config)
+
+
 def test_fresh_start_moves_the_old_run_aside(tmp_path):
     training_set = make_training_set(tmp_path, count=8)
     config = make_tiny_config(tmp_path, **{"train.steps": 2})

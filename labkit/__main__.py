@@ -162,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(error_paragraph(f"python -m labkit {args.command}", error), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: training has saved its checkpoint on the way out (it says where)
+        if args.debug:
+            raise
+        print(f"python -m labkit {args.command}: stopped (Ctrl-C); run it again to go on (training resumes from the checkpoint it saved)",
+              file=sys.stderr)
+        return 130
     return 0
 
 

@@ -251,6 +251,17 @@ def test_the_cli_shows_the_traceback_only_with_debug(home, capsys):
         main(["sample", "--profile", "smoke", "--set", "data.source=official", "--debug"])
 
 
+def test_ctrl_c_in_a_command_is_one_line_and_exit_status_130(home, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("labkit.__main__.run_command", interrupted)
+    status, _, err = run_cli(["train", "--profile", "smoke"], capsys)
+    assert status == 130 and "stopped (Ctrl-C)" in err and "Traceback" not in err
+    with pytest.raises(KeyboardInterrupt):
+        main(["train", "--profile", "smoke", "--debug"])
+
+
 def test_resume_with_another_model_is_a_message_not_a_traceback(home, capsys):
     config = tiny_run(home)
     status, _, err = run_cli(["train", *tiny_cli_flags(config), "--set", "model.base_channels=32",

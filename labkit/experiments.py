@@ -20,8 +20,8 @@ Sampling comparisons (one trained run, ``runs/exp-base/``, or ``run_name=`` an e
 - ``ema``: the raw weights against the EMA weights;
 - ``checkpoints``: the same label set and seed denoised by several checkpoints of the run (its EMA snapshots,
   ``train.snapshot_every``: ``exp-base`` keeps one every quarter of its steps), one row each in ``figure.png``,
-  each checkpoint scored on both files (``accuracy.png``). A finished ``exp-base`` is reused as it is: trained
-  without snapshots, it shows one row (its last checkpoint).
+  each checkpoint scored on both files (``accuracy.png``). A finished ``exp-base`` is reused as it is: one
+  trained without snapshots shows one row (its last checkpoint).
 
 Each writes ``outputs/experiments/NAME/`` (``table.json``, ``table.md``, ``figure.png``). Every accuracy
 comes with one standard error (the course formula counts objects: 72 in test.json, 84 in new_test.json),
@@ -176,6 +176,12 @@ def run_training_experiment(name: str, config: LabConfig, steps: int, judge, con
     return result
 
 
+def base_config(config: LabConfig, steps: int) -> LabConfig:
+    """The config of ``exp-base``: the profile's recipe at ``steps`` steps, keeping the EMA weights every quarter of
+    them (``train.snapshot_every``, for ``checkpoints``). A finished ``exp-base`` is reused whatever its snapshots."""
+    return variant_config(config, BASE_RUN, steps, {"train.snapshot_every": max(1, steps // 4)})
+
+
 def base_model(config: LabConfig, steps: int, run_name: str | None, progress: bool, training_set=None):
     """The run the sampling experiments use: ``run_name`` when given (it must be trained), else ``exp-base``."""
     if run_name:
@@ -183,7 +189,7 @@ def base_model(config: LabConfig, steps: int, run_name: str | None, progress: bo
         base.train.run_name = run_name
         model, schedule, saved = load_model(config=base, use_ema=True)
         return model, schedule, saved
-    base = variant_config(config, BASE_RUN, steps, {})
+    base = base_config(config, steps)
     model, schedule, _ = train_variant(base, progress, training_set)
     return model, schedule, base
 
@@ -261,15 +267,14 @@ def checkpoint_rows(run_dir, labels=DENOISING_LABELS, seed: int | None = None, f
 
 def snapshot_run(config: LabConfig, steps: int, run_name: str | None, progress: bool, training_set=None) -> LabConfig:
     """The run the ``checkpoints`` experiment reads, as the config to sample it with: ``run_name`` when given (it
-    must be trained; its own config), else ``exp-base`` trained (or continued) with an EMA snapshot every quarter
-    of ``steps``. A finished ``exp-base`` is reused as it is (``train.snapshot_every`` never blocks a reuse)."""
+    must be trained; its own config), else ``exp-base`` (:func:`base_config`) trained, reused or continued."""
     if run_name:
         named = copy.deepcopy(config)
         named.train.run_name = run_name
         _, _, saved = load_model(named.run_dir, which="last")
         saved.train.runs_dir, saved.train.run_name = config.train.runs_dir, run_name
         return saved
-    base = variant_config(config, BASE_RUN, steps, {"train.snapshot_every": max(1, steps // 4)})
+    base = base_config(config, steps)
     run_train(base, training_set=training_set, progress=progress, resume=True)
     return base
 

@@ -63,6 +63,7 @@ def test_sampling_experiments_share_one_base_run(setup):
     experiments.add_comparisons(seeds)
     assert any(note.startswith("over 3 seeds: mean") for note in seeds.notes)
     assert [path.name for path in config.run_dir.parent.iterdir()] == [experiments.BASE_RUN]
+    assert experiments.run_checkpoints(config.run_dir.parent / experiments.BASE_RUN) == {1: "ema_000001", 2: "last"}
 
 
 def test_sampler_variants_stay_within_the_timesteps():
@@ -112,7 +113,8 @@ def test_the_same_checkpoint_and_seed_give_the_same_image(setup):
 
 def test_a_finished_base_run_is_reused_with_or_without_snapshots(setup):
     config, judge, conditions, label_space, training_set = setup
-    experiments.base_model(config, 2, None, progress=False, training_set=training_set)  # no snapshots
+    unsnapped = experiments.variant_config(config, experiments.BASE_RUN, 2, {})  # an exp-base from before snapshots
+    experiments.train_variant(unsnapped, progress=False, training_set=training_set)
     last = config.run_dir.parent / experiments.BASE_RUN / "checkpoints" / "last.pt"
     written = last.stat().st_mtime_ns
     base = experiments.snapshot_run(config, 2, None, progress=False, training_set=training_set)

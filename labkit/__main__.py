@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(experiment)
     experiment.add_argument("name", choices=EXPERIMENTS, help="which comparison")
     experiment.add_argument("--steps", type=int, default=None, help="training steps per run (default: the profile's train.steps)")
-    experiment.add_argument("--run-name", default=None, help="sampling experiments: an existing trained run (default: exp-base)")
+    experiment.add_argument("--run-name", default=None,
+                            help="sampling and checkpoints experiments: an existing trained run (default: exp-base)")
     experiment.add_argument("--seeds", type=int, default=10, help="the seeds experiment: number of sampling seeds")
     return parser
 

@@ -17,7 +17,11 @@ Sampling comparisons (one trained run, ``runs/exp-base/``, or ``run_name=`` an e
 - ``guidance``: the guidance scale w from 1 to 10 in steps of 0.5;
 - ``samplers``: DDPM with 10 to 1000 steps, DDIM (η = 0 and 1), DPM-Solver++, with seconds per image;
 - ``seeds``: the best and the mean ± standard deviation over N sampling seeds;
-- ``ema``: the raw weights against the EMA weights.
+- ``ema``: the raw weights against the EMA weights;
+- ``checkpoints``: the same label set and seed denoised by several checkpoints of the run (its EMA snapshots,
+  ``train.snapshot_every``: ``exp-base`` keeps one every quarter of its steps), one row each in ``figure.png``,
+  each checkpoint scored on both files (``accuracy.png``). A finished ``exp-base`` is reused as it is: one
+  trained without snapshots shows one row (its last checkpoint).
 
 Each writes ``outputs/experiments/NAME/`` (``table.json``, ``table.md``, ``figure.png``). Every accuracy
 comes with one standard error (the course formula counts objects: 72 in test.json, 84 in new_test.json),
@@ -36,11 +40,11 @@ from pathlib import Path
 import torch
 
 from labkit import figures
-from labkit.checkpoint import load_model
+from labkit.checkpoint import checkpoint_dir, find_checkpoint, load_model, read_checkpoint
 from labkit.config import ConfigError, LabConfig, resolve_path, set_override
 from labkit.data import resolve_source
 from labkit.judge_training import load_judge
-from labkit.lab import SPLITS, run_train, upsample_for_output
+from labkit.lab import DENOISING_LABELS, SPLITS, run_train, upsample_for_output
 from labkit.preflight import preflight
 from labkit.sample import sample_conditions
 from labkit.train import read_log
@@ -53,7 +57,7 @@ TRAINING_EXPERIMENTS = {
     "batch_size": [(f"batch {size}", {"train.batch_size": size}) for size in (16, 160)],
 }
 SAMPLING_EXPERIMENTS = ("guidance", "samplers", "seeds", "ema")
-EXPERIMENTS = tuple(TRAINING_EXPERIMENTS) + SAMPLING_EXPERIMENTS
+EXPERIMENTS = tuple(TRAINING_EXPERIMENTS) + SAMPLING_EXPERIMENTS + ("checkpoints",)
 BASE_RUN = "exp-base"
 
 
@@ -81,6 +85,7 @@ class ExperimentResult:
     rows: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     folder: Path | None = None
+    figure: object | None = None  # the experiment's own figure.png (a matplotlib figure), else the accuracy chart
 
     def markdown(self) -> str:
         """The table in Markdown: each accuracy ± one standard error, then the comparisons."""
@@ -98,15 +103,16 @@ class ExperimentResult:
         return f"experiment {self.name}\n{self.markdown()}"
 
     def show(self) -> None:
-        """In a notebook: the table (Markdown) and the figure; elsewhere: the table as text."""
+        """In a notebook: the table (Markdown) and the figures; elsewhere: the table as text."""
         try:
             from IPython.display import Image, Markdown, display
         except ImportError:
             print(self)
             return
         display(Markdown(self.markdown()))
-        if self.folder is not None and (self.folder / "figure.png").exists():
-            display(Image(filename=str(self.folder / "figure.png")))
+        for name in ("figure.png", "accuracy.png"):
+            if self.folder is not None and (self.folder / name).exists():
+                display(Image(filename=str(self.folder / name)))
 
 
 def _cell(value) -> str:
@@ -170,6 +176,12 @@ def run_training_experiment(name: str, config: LabConfig, steps: int, judge, con
     return result
 
 
+def base_config(config: LabConfig, steps: int) -> LabConfig:
+    """The config of ``exp-base``: the profile's recipe at ``steps`` steps, keeping the EMA weights every quarter of
+    them (``train.snapshot_every``, for ``checkpoints``). A finished ``exp-base`` is reused whatever its snapshots."""
+    return variant_config(config, BASE_RUN, steps, {"train.snapshot_every": max(1, steps // 4)})
+
+
 def base_model(config: LabConfig, steps: int, run_name: str | None, progress: bool, training_set=None):
     """The run the sampling experiments use: ``run_name`` when given (it must be trained), else ``exp-base``."""
     if run_name:
@@ -177,7 +189,7 @@ def base_model(config: LabConfig, steps: int, run_name: str | None, progress: bo
         base.train.run_name = run_name
         model, schedule, saved = load_model(config=base, use_ema=True)
         return model, schedule, saved
-    base = variant_config(config, BASE_RUN, steps, {})
+    base = base_config(config, steps)
     model, schedule, _ = train_variant(base, progress, training_set)
     return model, schedule, base
 
@@ -210,6 +222,87 @@ def run_sampling_experiment(name: str, config: LabConfig, steps: int, judge, con
         row = score(chosen, schedule, base, judge, conditions, label_space, **overrides)
         result.rows.append({"variant": variant, **row})
     result.notes.append(f"run: {base.run_name} (step {getattr(model, 'checkpoint_step', '?')})")
+    return result
+
+
+# ---- several checkpoints of one run ---------------------------------------------------------------
+def run_checkpoints(run_dir, max_rows: int = 8) -> dict[int, str]:
+    """A run's checkpoints by training step, in order: {step: name for :func:`load_model`}.
+
+    Each EMA snapshot (``ema_XXXXXX``) and ``last`` (which takes the place of a snapshot of its own step: full
+    precision); when there are more than ``max_rows`` (default 8), that many evenly spaced ones, the last kept.
+    """
+    folder = checkpoint_dir(run_dir)
+    found = {int(path.stem[len("ema_"):]): path.stem for path in folder.glob("ema_*.pt")
+             if path.stem[len("ema_"):].isdigit()}
+    last = find_checkpoint(run_dir, "last")  # a clear error when the run has no checkpoint
+    found[int(read_checkpoint(last)["step"])] = "last"
+    steps = sorted(found)
+    if len(steps) > max_rows:
+        steps = [steps[i] for i in sorted(set(torch.linspace(0, len(steps) - 1, max_rows).round().long().tolist()))]
+    return {step: found[step] for step in steps}
+
+
+def checkpoint_rows(run_dir, labels=DENOISING_LABELS, seed: int | None = None, frames: int | None = None,
+                    config: LabConfig | None = None, on_checkpoint=None, max_rows: int = 8) -> dict[str, torch.Tensor]:
+    """One denoising row per checkpoint of ``run_dir`` (:func:`run_checkpoints`): the same label set, the same seed.
+
+    labels: object names (default :data:`labkit.lab.DENOISING_LABELS`); seed: default ``config.sample.seed``;
+    frames: default ``config.sample.denoise_frames``; config: the sampling settings (default: each checkpoint's own).
+    on_checkpoint(step, model, schedule, result): called with each loaded model and its ``SampleResult`` (e.g. to
+    score it). Returns {"step 300": uint8 (frames, 3, S, S), ...} in training order, noise first, the final image last.
+    """
+    rows = {}
+    for step, which in run_checkpoints(run_dir, max_rows).items():
+        model, schedule, saved = load_model(run_dir, which=which, use_ema=True)
+        settings = config or saved
+        result = sample_conditions(model, schedule, [list(labels)], settings, return_trajectory=True, progress=False,
+                                   seed=settings.sample.seed if seed is None else seed,
+                                   image_size=saved.data.image_size)
+        rows[f"step {step}"] = figures.denoising_row(result.trajectory[:, 0], frames or settings.sample.denoise_frames)
+        if on_checkpoint is not None:
+            on_checkpoint(step, model, schedule, result)
+    return rows
+
+
+def snapshot_run(config: LabConfig, steps: int, run_name: str | None, progress: bool, training_set=None) -> LabConfig:
+    """The run the ``checkpoints`` experiment reads, as the config to sample it with: ``run_name`` when given (it
+    must be trained; its own config), else ``exp-base`` (:func:`base_config`) trained, reused or continued."""
+    if run_name:
+        named = copy.deepcopy(config)
+        named.train.run_name = run_name
+        _, _, saved = load_model(named.run_dir, which="last")
+        saved.train.runs_dir, saved.train.run_name = config.train.runs_dir, run_name
+        return saved
+    base = base_config(config, steps)
+    run_train(base, training_set=training_set, progress=progress, resume=True)
+    return base
+
+
+def run_checkpoints_experiment(config: LabConfig, steps: int, judge, conditions, label_space, progress: bool,
+                               run_name: str | None = None, training_set=None) -> ExperimentResult:
+    """``checkpoints``: :func:`checkpoint_rows` of the run (:func:`snapshot_run`) as the figure, each checkpoint
+    scored on both files (a table row "step N" with its file)."""
+    run = snapshot_run(config, steps, run_name, progress, training_set)
+    files = run_checkpoints(run.run_dir)
+    result = ExperimentResult("checkpoints", judge.name)
+    timesteps = []
+
+    def score_checkpoint(step, model, schedule, trajectory):
+        timesteps[:] = trajectory.timesteps
+        row = score(model, schedule, run, judge, conditions, label_space)
+        result.rows.append({"variant": f"step {step}", **row, "step": step, "checkpoint": f"{files[step]}.pt"})
+
+    rows = checkpoint_rows(run.run_dir, DENOISING_LABELS, config=run, on_checkpoint=score_checkpoint)
+    sampler = f"{run.sample.sampler}, {len(timesteps)} steps, w = {run.sample.guidance_scale:g}"
+    title = f"{' + '.join(DENOISING_LABELS)}\n{run.run_name} at each checkpoint: seed {run.sample.seed}, {sampler}"
+    result.figure = figures.denoising_rows_figure(
+        rows, title, column_labels=figures.denoising_column_labels(timesteps, run.sample.denoise_frames))
+    result.notes.append(f"run: {run.run_name} ({checkpoint_dir(run.run_dir)}); label set {DENOISING_LABELS}, "
+                        f"seed {run.sample.seed}, {sampler}")
+    if not any(checkpoint_dir(run.run_dir).glob("ema_*.pt")):
+        result.notes.append(f"{run.run_name} keeps no EMA snapshots (trained with train.snapshot_every = 0): one row; "
+                            f"pass run_name= a run trained with --set train.snapshot_every=N for more")
     return result
 
 
@@ -284,7 +377,8 @@ def experiment_folder(name: str) -> Path:
 
 
 def write_result(result: ExperimentResult, config: LabConfig) -> Path:
-    """``table.json``, ``table.md`` and ``figure.png`` in the experiment's folder."""
+    """``table.json``, ``table.md`` and ``figure.png`` in the experiment's folder (``accuracy.png`` too when the
+    experiment draws its own figure)."""
     import matplotlib.pyplot as plt
 
     folder = experiment_folder(result.name)
@@ -295,6 +389,10 @@ def write_result(result: ExperimentResult, config: LabConfig) -> Path:
     (folder / "table.md").write_text(f"# experiment: {result.name}\n\n{result.markdown()}\n")
     runs = {row["variant"]: read_log(resolve_path(config.train.runs_dir) / row["run"]) for row in result.rows if "run" in row}
     fig = experiment_figure(result, runs)
+    if result.figure is not None:  # the experiment's own figure; the accuracy chart beside it
+        fig.savefig(folder / "accuracy.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        fig = result.figure
     fig.savefig(folder / "figure.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     result.folder = folder
@@ -317,6 +415,9 @@ def run(name: str, config: LabConfig, steps: int | None = None, run_name: str | 
     start = time.perf_counter()
     if name in TRAINING_EXPERIMENTS:
         result = run_training_experiment(name, config, steps, judge, conditions, source.label_space, progress)
+    elif name == "checkpoints":
+        result = run_checkpoints_experiment(config, steps, judge, conditions, source.label_space, progress,
+                                            run_name=run_name)
     else:
         result = run_sampling_experiment(name, config, steps, judge, conditions, source.label_space, progress,
                                          run_name=run_name, seeds=seeds)

@@ -1,4 +1,5 @@
-"""Figures: image grids, the denoising row, curves. Everything for ``report_figures/`` goes here.
+"""Figures: image grids, the denoising row (and rows of several checkpoints), curves. Everything for
+``report_figures/`` goes here.
 
 Images are accepted as uint8 (B, 3, H, W) in [0, 255] or float (B, 3, H, W) in [-1, 1].
 """
@@ -97,10 +98,67 @@ def denoising_row(trajectory: torch.Tensor, frames: int = 10) -> torch.Tensor:
 
     trajectory: (steps + 1, 3, H, W) uint8 (x_T ... x_0) -> (frames, 3, H, W) uint8.
     """
-    count = trajectory.shape[0]
+    return as_uint8(trajectory[denoising_picks(trajectory.shape[0], frames)])
+
+
+def denoising_picks(count: int, frames: int = 10) -> torch.Tensor:
+    """The indices :func:`denoising_row` picks: ``frames`` (2 to ``count``) evenly spaced frames of a
+    ``count``-frame trajectory, the first (noise) and the last (the final image) included. -> (frames,) long."""
     frames = max(2, min(frames, count))
-    picks = torch.linspace(0, count - 1, frames).round().long()
-    return as_uint8(trajectory[picks])
+    return torch.linspace(0, count - 1, frames).round().long()
+
+
+def denoising_column_labels(timesteps: Sequence[int], frames: int = 10) -> list[str]:
+    """Captions for the columns of :func:`denoising_row`: the timestep of each frame and how far the sampling
+    has come, "t=999 · 0%" … "final · 100%". timesteps: the sampler's (steps,) timesteps, as in
+    ``SampleResult.timesteps`` (frame k is x at ``timesteps[k]``; the last frame is the final image)."""
+    steps = len(timesteps)
+    captions = []
+    for index in denoising_picks(steps + 1, frames).tolist():
+        where = f"t={timesteps[index]}" if index < steps else "final"
+        captions.append(f"{where} · {100 * index / max(steps, 1):.0f}%")
+    return captions
+
+
+def pixelated(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (B, 3, H, W) enlarged by whole pixels (nearest neighbour) to about ``size`` px: no blur on small images."""
+    factor = max(1, size // images.shape[-1])
+    return images.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+
+
+def denoising_rows_figure(rows: dict, title: str = "", column_labels: Sequence[str] | None = None, size: int = 64,
+                          scale: float = 0.95):
+    """Denoising rows of several checkpoints of one run, one row each, noise on the left, the final image last.
+
+    rows: row name (e.g. "step 300", written left of its row) -> (frames, 3, H, W) uint8 or float in [-1, 1],
+    the same number of frames in each (see :func:`denoising_row`); column_labels: one caption per column
+    (default: the fraction of the process, "0%" … "100%"; see :func:`denoising_column_labels`);
+    size: pixels per image after whole-pixel upscaling; scale: inches per image. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    frames = len(rows[names[0]]) if names else 0
+    if not names or any(len(rows[name]) != frames for name in names):
+        raise ValueError(f"denoising_rows_figure needs rows with the same number of frames, got "
+                         f"{ {name: len(row) for name, row in rows.items()} }")
+    column_labels = list(column_labels or [f"{100 * k / (frames - 1):.0f}%" for k in range(frames)])
+    fig, axes = plt.subplots(len(names), frames, figsize=(scale * frames + 0.9, scale * len(names) + 0.7),
+                             squeeze=False)
+    for r, name in enumerate(names):
+        images = pixelated(as_uint8(rows[name]), size)  # (frames, 3, size, size)
+        for c in range(frames):
+            axis = axes[r, c]
+            axis.imshow(images[c].permute(1, 2, 0).numpy(), interpolation="nearest")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if r == 0:
+                axis.set_title(column_labels[c], fontsize=7)
+        axes[r, 0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(pad=0.4, w_pad=0.2, h_pad=0.3)
+    return fig
 
 
 def denoising_strip(result, frames: int = 10, title: str = "", size: int = 64):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from factories import make_tiny_config, make_training_set
-from labkit import experiments, synth
+from labkit import experiments, figures, synth
 from labkit.config import ConfigError
 from labkit.data import resolve_source
 from labkit.judge import Judge, build_evaluator_network
@@ -62,6 +63,7 @@ def test_sampling_experiments_share_one_base_run(setup):
     experiments.add_comparisons(seeds)
     assert any(note.startswith("over 3 seeds: mean") for note in seeds.notes)
     assert [path.name for path in config.run_dir.parent.iterdir()] == [experiments.BASE_RUN]
+    assert experiments.run_checkpoints(config.run_dir.parent / experiments.BASE_RUN) == {1: "ema_000001", 2: "last"}
 
 
 def test_sampler_variants_stay_within_the_timesteps():
@@ -73,3 +75,79 @@ def test_unknown_experiment_is_refused(setup):
     config = setup[0]
     with pytest.raises(ConfigError, match="unknown experiment 'noise'.*schedules"):
         experiments.run("noise", config)
+
+
+def test_checkpoints_draw_one_row_per_snapshot_in_their_own_folder(setup):
+    config, judge, conditions, label_space, training_set = setup
+    other = experiments.ExperimentResult("ema", judge.name, rows=[])
+    other_folder = experiments.write_result(other, config)
+    other_files = {path.name: path.read_bytes() for path in other_folder.iterdir()}
+    result = experiments.run_checkpoints_experiment(config, 8, judge, conditions, label_space, progress=False,
+                                                    training_set=training_set)
+    assert [row["variant"] for row in result.rows] == ["step 2", "step 4", "step 6", "step 8"]  # every quarter
+    assert [row["checkpoint"] for row in result.rows][-2:] == ["ema_000006.pt", "last.pt"]
+    assert all(row["test"]["objects"] == 72 and row["new_test"]["se"] > 0 for row in result.rows)
+    names = [axis.get_ylabel() for axis in result.figure.axes if axis.get_ylabel()]
+    assert names == ["step 2", "step 4", "step 6", "step 8"]
+    assert result.figure.axes[-1].get_title() == "" and result.figure.axes[2].get_title().startswith("final")
+    folder = experiments.write_result(result, config)
+    assert folder == experiments.experiment_folder("checkpoints") != other_folder
+    assert sorted(path.name for path in folder.iterdir()) == ["accuracy.png", "figure.png", "table.json", "table.md"]
+    table = json.loads((folder / "table.json").read_text())
+    assert [row["step"] for row in table["rows"]] == [2, 4, 6, 8]
+    assert "| ema_000002.pt |" in (folder / "table.md").read_text()
+    assert {path.name: path.read_bytes() for path in other_folder.iterdir()} == other_files
+
+
+def test_the_same_checkpoint_and_seed_give_the_same_image(setup):
+    config, judge, conditions, label_space, training_set = setup
+    base = experiments.snapshot_run(config, 4, None, progress=False, training_set=training_set)
+    first = experiments.checkpoint_rows(base.run_dir, seed=5, frames=3, config=base)
+    again = experiments.checkpoint_rows(base.run_dir, seed=5, frames=3, config=base)
+    assert list(first) == ["step 1", "step 2", "step 3", "step 4"]
+    assert all(row.shape == (3, 3, 16, 16) and row.dtype == torch.uint8 for row in first.values())
+    assert all(torch.equal(first[name][-1], again[name][-1]) for name in first)
+    other_seed = experiments.checkpoint_rows(base.run_dir, seed=6, frames=3, config=base)
+    assert not torch.equal(first["step 4"][0], other_seed["step 4"][0])  # x_T: other noise
+
+
+def test_a_finished_base_run_is_reused_with_or_without_snapshots(setup):
+    config, judge, conditions, label_space, training_set = setup
+    unsnapped = experiments.variant_config(config, experiments.BASE_RUN, 2, {})  # an exp-base from before snapshots
+    experiments.train_variant(unsnapped, progress=False, training_set=training_set)
+    last = config.run_dir.parent / experiments.BASE_RUN / "checkpoints" / "last.pt"
+    written = last.stat().st_mtime_ns
+    base = experiments.snapshot_run(config, 2, None, progress=False, training_set=training_set)
+    assert base.train.snapshot_every == 1 and last.stat().st_mtime_ns == written  # reused, not trained again
+    assert experiments.run_checkpoints(base.run_dir) == {2: "last"}
+    assert list(experiments.checkpoint_rows(base.run_dir, frames=2, config=base)) == ["step 2"]
+    experiments.base_model(config, 2, None, progress=False, training_set=training_set)
+    named = experiments.snapshot_run(config, 99, experiments.BASE_RUN, progress=False)  # as it is, whatever the steps
+    assert named.run_dir == base.run_dir and last.stat().st_mtime_ns == written
+
+
+def test_run_checkpoints_keeps_at_most_max_rows_with_the_last(tmp_path):
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    for step in range(100, 1000, 100):
+        (folder / f"ema_{step:06d}.pt").write_bytes(b"")
+    (folder / "ema_000100.pt.tmp").write_bytes(b"")
+    torch.save({"step": 950}, folder / "last.pt")
+    every = experiments.run_checkpoints(tmp_path / "run", max_rows=20)
+    assert list(every) == [*range(100, 1000, 100), 950] and every[950] == "last" and every[100] == "ema_000100"
+    assert list(experiments.run_checkpoints(tmp_path / "run", max_rows=4)) == [100, 400, 700, 950]
+
+
+def test_denoising_rows_figure_labels_rows_and_columns():
+    import matplotlib.pyplot as plt
+
+    rows = {f"step {step}": torch.zeros(4, 3, 8, 8, dtype=torch.uint8) for step in (10, 20)}
+    captions = figures.denoising_column_labels([99, 66, 33], frames=4)
+    assert captions == ["t=99 · 0%", "t=66 · 33%", "t=33 · 67%", "final · 100%"]
+    fig = figures.denoising_rows_figure(rows, "a title", column_labels=captions)
+    assert len(fig.axes) == 8 and [axis.get_title() for axis in fig.axes[:4]] == captions
+    assert [fig.axes[0].get_ylabel(), fig.axes[4].get_ylabel()] == ["step 10", "step 20"]
+    assert fig.axes[0].images[0].get_array().shape == (64, 64, 3)  # 8 px enlarged by whole pixels
+    plt.close(fig)
+    with pytest.raises(ValueError, match="same number of frames"):
+        figures.denoising_rows_figure({"a": torch.zeros(4, 3, 8, 8), "b": torch.zeros(3, 3, 8, 8)})

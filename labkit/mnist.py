@@ -124,15 +124,22 @@ def mnist_config(profile: str | None = None, conditional: bool = False, **overri
     """The lab config for the digit track at ``profile`` (smoke, cpu, gpu).
 
     Linear β 1e-4 → 0.02, T = 1000, ε-prediction, AdamW 2e-4, EMA 0.999 (the assignment's
-    recipe); no flips (digits are not mirror-symmetric); no i-CLEVR previews or judge.
+    recipe); no flips (digits are not mirror-symmetric); no i-CLEVR previews or judge. The ``cpu``
+    profile trains 4,000 steps at AdamW 1e-3 with EMA 0.995 instead: at 2e-4 and EMA 0.999 its
+    1,500-step run drew no readable digit (an EMA over the last 1,000 steps of so short a run averages
+    its start); 4,000 steps at 1e-3 draw mostly readable ones in about 27 minutes on one core.
     Run folder: ``runs/mnist-<profile>`` (``mnist-cond-<profile>`` when conditional).
     """
     from labkit.config import set_override
 
     config = get_config(profile)
     name = config.profile
-    sizes = {"smoke": (8, (1, 2), 2, 8), "cpu": (32, (1, 2, 2), 1500, 64), "gpu": (64, (1, 2, 2), 60_000, 128)}
-    base, mults, steps, batch = sizes.get(name, sizes["cpu"])
+    sizes = {  # base channels, channel multipliers, steps, batch, learning rate, EMA decay
+        "smoke": (8, (1, 2), 2, 8, 2e-4, 0.999),
+        "cpu": (32, (1, 2, 2), 4000, 64, 1e-3, 0.995),
+        "gpu": (64, (1, 2, 2), 60_000, 128, 2e-4, 0.999),
+    }
+    base, mults, steps, batch, lr, ema_decay = sizes.get(name, sizes["cpu"])
     config.data.image_size = 28 if name == "gpu" else 16 if name == "smoke" else 28
     config.data.hflip = False
     config.model = dataclasses.replace(
@@ -145,8 +152,8 @@ def mnist_config(profile: str | None = None, conditional: bool = False, **overri
         prediction_type="epsilon", min_snr_gamma=0.0,
     )
     config.train = dataclasses.replace(
-        config.train, steps=steps, batch_size=batch, lr=2e-4, warmup_steps=min(100, steps // 10),
-        ema_decay=0.999, ema_warmup_steps=min(200, steps // 5), cond_drop_prob=0.1 if conditional else 0.0,
+        config.train, steps=steps, batch_size=batch, lr=lr, warmup_steps=min(100, steps // 10),
+        ema_decay=ema_decay, ema_warmup_steps=min(200, steps // 5), cond_drop_prob=0.1 if conditional else 0.0,
         preview_every=0, eval_every=0, snapshot_every=0, checkpoint_every=max(1, min(500, steps)),
         run_name=f"mnist-{'cond-' if conditional else ''}{name}",
     )

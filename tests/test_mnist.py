@@ -103,3 +103,14 @@ def test_process_grid_and_guided_class_conditional_sampling(tmp_path):
     unconditional = build_model(tiny_config(tmp_path).model, 16).eval()
     plain = sample(unconditional, schedule, None, "ddim", 3, guidance_scale=2.0, num_images=2, progress=False)
     assert plain.images.shape == (2, 3, 16, 16) and plain.network_evaluations == 3
+
+
+def test_profiles_keep_the_assignment_recipe_except_the_cpu_optimiser():
+    gpu, cpu = mnist.mnist_config("gpu"), mnist.mnist_config("cpu")
+    for config in (gpu, cpu):  # linear 1e-4 -> 0.02, T = 1000, ε-prediction, DDIM-50 with η = 0, no label input
+        assert (config.diffusion.schedule, config.diffusion.beta_start, config.diffusion.beta_end) == ("linear", 1e-4, 0.02)
+        assert config.diffusion.prediction_type == "epsilon" and config.diffusion.num_train_timesteps == 1000
+        assert (config.sample.sampler, config.sample.num_inference_steps, config.sample.eta) == ("ddim", 50, 0.0)
+        assert config.model.num_classes == 0
+    assert (gpu.train.lr, gpu.train.ema_decay) == (2e-4, 0.999)
+    assert (cpu.train.steps, cpu.train.lr, cpu.train.ema_decay) == (4000, 1e-3, 0.995)

@@ -12,6 +12,11 @@ synthetic judge; its name and held-out accuracy are printed), and takes the best
 of ``--scales`` (the mean over both files, the course formula per file). A run trained with
 ``train.ema_decay = 0`` keeps its raw weights (the students'-style recipe has no EMA).
 
+A run started from other weights (``train.init_from``) is plotted after them: its steps and hours
+are counted from the step and training time of the weights it started from. ``--earlier FILE`` puts
+points scored before (a JSON file written by ``--save-points``) in front of the first run's curve,
+e.g. ``docs/learning_curve_points.json`` for the reference run's first 14,000 steps.
+
 Results are cached in ``RUN_DIR/learning_curve.json`` (a second call scores only new points).
 Prints a Markdown table with one standard error per accuracy (binomial over the 72 and 84
 objects), the steps each run needs to reach 0.5, 0.7 and 0.9 on both files, and writes the figure
@@ -39,7 +44,7 @@ from labkit.evaluate import load_judge  # noqa: E402
 from labkit.model import build_model  # noqa: E402
 from labkit.sample import sample_conditions  # noqa: E402
 from labkit.schedules import NoiseSchedule  # noqa: E402
-from labkit.train import read_log  # noqa: E402
+from labkit.train import INITIALISED_FROM, read_log  # noqa: E402
 
 THRESHOLDS = (0.5, 0.7, 0.9)
 
@@ -103,6 +108,15 @@ def score_point(path: Path, scales: list[float], judge, device) -> dict:
     return point
 
 
+def start_of(run: Path) -> tuple[int, float]:
+    """(steps, hours) trained before ``run`` began: the weights it was initialised from (``train.init_from``), else 0."""
+    path = run / INITIALISED_FROM
+    if not path.exists():
+        return 0, 0.0
+    start = json.loads(path.read_text())
+    return int(start["step"]), float(start.get("train_wall_s") or 0.0) / 3600
+
+
 def standard_error(accuracy: float, total: int) -> float:
     return math.sqrt(max(accuracy * (1 - accuracy), 1e-12) / total)
 
@@ -153,6 +167,8 @@ def main() -> None:
     parser.add_argument("--steps", nargs="*", type=int, default=None, help="steps to score (default: 1k, 2k, 4k, … and the last)")
     parser.add_argument("--scales", nargs="+", type=float, default=[1.5, 2.0, 3.0, 4.0], help="guidance scales tried per point")
     parser.add_argument("--figure", type=Path, default=ROOT / "report_figures" / "learning_curve.png")
+    parser.add_argument("--earlier", type=Path, default=None, help="points scored before (JSON from --save-points), put in front of the first run")
+    parser.add_argument("--save-points", type=Path, default=None, help="write the first run's points (earlier ones included) to this JSON file")
     args = parser.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")
     device = torch.device("cpu") if not torch.cuda.is_available() else torch.device("cuda")
@@ -168,17 +184,25 @@ def main() -> None:
         found = snapshots(run)
         steps = [s for s in (args.steps or doubling_steps(sorted(found))) if s in found]
         log = read_log(run)
+        start_step, start_hours = start_of(run)
         points = {}
+        if args.earlier and not curves:
+            earlier = json.loads(args.earlier.read_text())
+            points.update({int(step): point for step, point in earlier["points"].items()})
         for step in steps:
             key = f"{step}|{','.join(map(str, args.scales))}|{judge.name}"
             if key not in cache:
                 cache[key] = score_point(found[step], args.scales, judge, device)
                 cache_path.write_text(json.dumps(cache, indent=2) + "\n")
-            points[step] = dict(cache[key], wall_hours=wall_hours_at(log, step))
-            p = points[step]
-            print(f"{name} step {step}: test {p['test']['accuracy']:.3f}, new_test {p['new_test']['accuracy']:.3f} "
+            total_step = start_step + step
+            points[total_step] = dict(cache[key], wall_hours=start_hours + wall_hours_at(log, step))
+            p = points[total_step]
+            print(f"{name} step {total_step}: test {p['test']['accuracy']:.3f}, new_test {p['new_test']['accuracy']:.3f} "
                   f"(w = {p['best_scale']}, {p['sampler']}, {p['wall_hours']:.2f} h)", flush=True)
         curves[name] = {"points": points, "reach": {str(t): steps_to_reach(points, t) for t in THRESHOLDS}}
+        if args.save_points and len(curves) == 1:
+            saved = {"name": name, "judge": judge_text, "points": {str(step): point for step, point in sorted(points.items())}}
+            args.save_points.write_text(json.dumps(saved, indent=1) + "\n")
 
     print(f"\n| run | steps | hours | w | test.json | new_test.json |\n|---|---:|---:|---:|---:|---:|")
     for name, curve in curves.items():

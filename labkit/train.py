@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import json
 import math
 import os
 import random
@@ -51,6 +52,7 @@ from labkit.config import ConfigError, LabConfig, resolve_path
 from labkit.model import build_model
 from labkit.reference import verified_path
 from labkit.runtime import (
+    atomic_write_text,
     autocast,
     resolve_channels_last,
     choose_precision,
@@ -429,6 +431,9 @@ def resume_state(state: TrainState, setup: RunSetup) -> None:
         print(f"resumed {setup.config.run_dir} at step {state.step}")
 
 
+INITIALISED_FROM = "initialised_from.json"  # in the run folder of a run started with train.init_from
+
+
 def init_weights_path(init_from: str) -> Path:
     """The file ``train.init_from`` names: "reference" is the shipped reference model (SHA-256 checked)."""
     return verified_path("model.pt") if init_from == "reference" else resolve_path(init_from)
@@ -444,8 +449,11 @@ def initialize_from(state: TrainState, setup: RunSetup) -> None:
     state.model.load_state_dict({key: value.float() for key, value in weights.items()})
     if state.ema is not None:
         state.ema.model.load_state_dict(state.model.state_dict())
-    if setup.is_main:
-        print(f"initialised {setup.config.run_name} from {path} (trained {checkpoint.get('step', '?')} steps there)")
+    if setup.is_main:  # what the run started from, so its steps and hours can be counted on from there
+        start = {"init_from": str(path), "step": checkpoint.get("step", 0), "train_wall_s": checkpoint.get("train_wall_s")}
+        setup.config.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json.dumps(start, indent=1) + "\n", setup.config.run_dir / INITIALISED_FROM)
+        print(f"initialised {setup.config.run_name} from {path} (trained {start['step']} steps there)")
 
 
 def train_step(state: TrainState, setup: RunSetup, network: nn.Module) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -148,6 +149,8 @@ def test_init_from_starts_a_new_run_at_the_other_runs_ema_weights(tmp_path):
     for name, value in trained.ema_model.state_dict().items():  # the model and its EMA begin at the EMA weights
         assert torch.equal(start.model.state_dict()[name], value), name
         assert torch.equal(start.ema_model.state_dict()[name], value), name
+    start_file = json.loads((tuned.run_dir / "initialised_from.json").read_text())
+    assert start_file["step"] == 3 and start_file["init_from"] == str(trained.last_checkpoint)
     finished = train(tuned, resume=True, progress=False, training_set=training_set)
     assert finished.step == 2 and [row["step"] for row in read_log(tuned.run_dir)] == [1, 2]
     assert not torch.equal(next(iter(finished.model.parameters())), next(iter(start.model.parameters())))

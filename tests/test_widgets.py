@@ -267,3 +267,67 @@ def test_compare_samplers_refuses_bad_settings_before_sampling(tiny_sampler, mon
     checked = check_setting({"sampler": "ddpm", "num_inference_steps": 5.0, "eta": 1.0}, config, 100)
     assert checked == SamplerSetting("ddpm", 5, 0.0)
 
+
+def test_sampler_comparison_columns_share_labels_and_seeds(tiny_sampler):
+    from labkit.sampler_comparison import SamplerSetting
+    from labkit.widgets import STALE, SamplerComparison
+
+    model, schedule, config = tiny_sampler
+    settings = [SamplerSetting("ddim", 3), SamplerSetting("dpmsolver++", 3), SamplerSetting("ddim", 3)]
+    comparison = SamplerComparison(model, schedule, TWO_SCENES, config, settings, seed=5, judge=synthetic_judge())
+    first, second, third = comparison.columns
+    assert [row.setting for row in comparison.rows] == settings and len(comparison.cache) == 2
+    assert torch.equal(comparison.rows[0].images, comparison.rows[2].images)
+    assert not torch.equal(comparison.rows[0].images, comparison.rows[1].images)
+    assert "seeds 5…6" in comparison.caption.value
+    for column in comparison.columns:  # seconds and the named judge's accuracy; one picture per label set
+        assert "s per image" in column.caption.value and "synthetic judge, held-out 0.991" in column.caption.value
+        assert len(column.tiles.pngs) == 2 and all(png_size(png) == (128, 128) for png in column.tiles.pngs)
+        assert column.tiles.captions[1].startswith("gray cube, blue cylinder") and "judge finds" in column.tiles.captions[1]
+    # η is a control of DDIM only
+    assert not first.eta_box.disabled and second.eta_box.disabled
+    second.sampler_dropdown.value = "ddpm"
+    assert second.eta_box.disabled and STALE in second.tiles.widget._dom_classes  # the pictures are not of this setting
+    first.sampler_dropdown.value = "dpmsolver++"
+    assert first.eta_box.disabled
+    first.sampler_dropdown.value = "ddim"
+    assert not first.eta_box.disabled and STALE not in first.tiles.widget._dom_classes  # back to what it shows
+    # run samples the new setting only, and the η control stays off for DDPM afterwards
+    third.eta_box.value = 1.0
+    comparison.run_button.click()
+    assert comparison.rows[1].setting == SamplerSetting("ddpm", 3) and len(comparison.cache) == 4
+    assert comparison.rows[2].setting == SamplerSetting("ddim", 3, 1.0)
+    assert second.eta_box.disabled and not comparison.run_button.disabled and comparison.status.value == ""
+    assert STALE not in second.tiles.widget._dom_classes and second.caption.value.count("DDPM, 3 steps") == 1
+
+
+def test_sampler_comparison_refuses_a_bad_setting_and_is_busy_while_sampling(tiny_sampler, monkeypatch):
+    import labkit.widgets as widgets_module
+    from labkit.sampler_comparison import SamplerSetting
+    from labkit.widgets import STALE, SamplerComparison
+
+    model, schedule, config = tiny_sampler
+    comparison = SamplerComparison(model, schedule, [["red sphere"]], config, [SamplerSetting("ddim", 2)] * 2, run_now=False)
+    assert comparison.rows == [] and comparison.columns[0].tiles.pngs == []
+    comparison.columns[1].steps_box.value = 0  # the box keeps steps within 1 … T
+    assert comparison.columns[1].steps_box.value == 1
+    comparison.columns[1].steps_box.max = 500  # a box that allows more than T: refused with a message
+    comparison.columns[1].steps_box.value = 500
+    assert comparison.run() is None
+    status = comparison.status.value
+    assert "refused" in status and "column 2" in status and "T = 100" in status
+    comparison.columns[1].steps_box.value = 3
+    seen = []
+
+    def failing(*args, **kwargs):
+        seen.append(([control.disabled for control in comparison.controls], comparison.status.value,
+                     STALE in comparison.columns[0].tiles.widget._dom_classes))
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(widgets_module, "compare_samplers", failing)
+    with pytest.raises(RuntimeError):
+        comparison.run()
+    assert seen == [([True] * 7, "<i>sampling 1 images with 2 settings …</i>", True)]
+    assert [control.disabled for control in comparison.controls] == [False, False, False, False, False, False, False]
+    assert "sampling failed" in comparison.status.value and "out of memory" in comparison.status.value
+    assert STALE not in comparison.columns[0].tiles.widget._dom_classes

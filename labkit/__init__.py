@@ -10,7 +10,7 @@ model); ``colab`` is every notebook's first cell; ``python -m labkit`` runs the 
 The modules follow the data flow, and each imports only modules of its own or an earlier stage:
 ``config``, ``runtime`` → ``labels``, ``images`` → ``data``, ``synth`` → ``schedules``, ``model`` →
 ``checkpoint``, ``reference`` → ``train``, ``network_view`` → ``sample`` → ``metrics``, ``judge``, ``judge_training`` →
-``outputs``, ``figures``, ``evaluate``, ``exercises`` → ``widgets``, ``lab``, ``plan``, ``colab`` → ``__main__``. Where an
+``outputs``, ``figures``, ``evaluate``, ``exercises``, ``sampler_comparison`` → ``widgets``, ``lab``, ``plan``, ``colab`` → ``__main__``. Where an
 earlier stage needs a later one (the trainer drawing previews or scoring samples) it takes a callback;
 ``lab`` wires the stages.
 """

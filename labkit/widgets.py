@@ -11,10 +11,12 @@ import html
 
 import torch
 
+from labkit.config import ConfigError
 from labkit.figures import as_uint8
 from labkit.images import resize_to, to_model_range
 from labkit.labels import ConditionError, LabelSpace
-from labkit.sample import sample_conditions
+from labkit.sample import SAMPLERS, sample_conditions
+from labkit.sampler_comparison import DEFAULT_SETTINGS, SamplerSetting, check_setting, compare_samplers, steps_of
 from labkit.schedules import SCHEDULES, NoiseSchedule
 from labkit.widget_layout import (  # noqa: F401  (PIXELATED, STALE, png_size: also reachable here)
     DESCRIPTION_WIDTH,
@@ -221,6 +223,24 @@ def _names(labels) -> str:
     return ", ".join(labels)
 
 
+def image_captions(images: torch.Tensor, label_lists, judge=None, label_space=None) -> list[str]:
+    """One caption per image of ``images`` (float (B, 3, H, W)): its labels (``label_lists[i]``) and, with
+    a ``judge``, how many of them the judge finds among its top-k classes (k = the number wanted)."""
+    captions = [_names(labels) for labels in label_lists]
+    if judge is None:
+        return captions
+    names = (label_space or LabelSpace.default()).names
+    for i, (row, labels) in enumerate(zip(judge.probabilities(resize_to(images)), label_lists)):
+        hits = sum(names[j] in labels for j in row.topk(len(labels)).indices.tolist())
+        captions[i] += f"<br><span style='color: #666'>judge finds {hits}/{len(labels)}</span>"
+    return captions
+
+
+def accuracy_text(accuracy) -> str:
+    """An AccuracyResult as a caption line: "accuracy 0.750 (6/8 objects, synthetic judge, held-out 0.991)"."""
+    return "accuracy " + html.escape(str(accuracy).removeprefix("accuracy "))
+
+
 class DenoisingStepper:
     """Step through one sampling run: x_t and the predicted x̂0 at each step.
 
@@ -363,22 +383,13 @@ class GuidanceSlider:
         text = (f"<b>guidance scale w = {scale:g}</b> (ε = ε_u + w(ε_c − ε_u)); "
                 f"seeds {self.seed}…{self.seed + len(self.label_lists) - 1}")
         if self.current_accuracy is not None:
-            accuracy = str(self.current_accuracy).removeprefix("accuracy ")
-            text += f"<br>accuracy {accuracy}"
+            text += f"<br>{accuracy_text(self.current_accuracy)}"
         self.caption.value = text
         self.tiles.show(self.current_images_uint8(), self.image_captions())
 
     def image_captions(self) -> list[str]:
         """Each image's labels; with a judge also the objects it found (top-k, k = the number wanted)."""
-        captions = [_names(labels) for labels in self.label_lists]
-        if self.judge is None:
-            return captions
-        probabilities = self.judge.probabilities(resize_to(self.current_images))
-        for i, (row, labels) in enumerate(zip(probabilities, self.label_lists)):
-            seen = [self.label_space.names[j] for j in row.topk(len(labels)).indices.tolist()]
-            hits = sum(name in labels for name in seen)
-            captions[i] += f"<br><span style='color: #666'>judge finds {hits}/{len(labels)}</span>"
-        return captions
+        return image_captions(self.current_images, self.label_lists, self.judge, self.label_space)
 
     def current_images_uint8(self) -> torch.Tensor:
         return as_uint8(self.current_images)
@@ -459,3 +470,157 @@ class LabelPicker:
         self.tiles.show(as_uint8(result.images), [f"{_names(picked)}<br>seed {self.seed + i}" for i in range(self.num_images)])
         self._say(f"{self.num_images} scenes of {_names(picked)} (w = {self.guidance_scale:g})")
         return result.images
+
+
+class SamplerColumn:
+    """One column of :class:`SamplerComparison`: its controls (sampler, steps, η), a caption and the pictures.
+
+    η is enabled only while the sampler is DDIM (the others ignore it). Changing a control greys the
+    pictures until the next run shows that setting. State: ``setting`` (what the controls say, a
+    :class:`SamplerSetting`), ``shown`` (the :class:`ComparisonRow` on show, or None).
+    """
+
+    def __init__(self, widgets, setting: SamplerSetting, max_steps: int, tile_height: int = 128):
+        def layout():  # one Layout per control
+            return dict(layout=widgets.Layout(width="240px"), style={"description_width": "70px"})
+
+        self.sampler_dropdown = widgets.Dropdown(
+            options=list(SAMPLERS), value=setting.sampler, description="sampler", **layout()
+        )
+        steps = min(max(int(setting.num_inference_steps), 1), max_steps)
+        self.steps_box = widgets.BoundedIntText(value=steps, min=1, max=max_steps, description="steps", **layout())
+        self.eta_box = widgets.BoundedFloatText(
+            value=setting.eta, min=0.0, max=1.0, step=0.1, description="η (DDIM)", **layout()
+        )
+        self.caption = widgets.HTML()
+        self.tiles = ImageTiles(height=tile_height)
+        self.shown = None
+        self.widget = widgets.VBox(
+            [self.sampler_dropdown, self.steps_box, self.eta_box, self.caption, self.tiles.widget],
+            layout=widgets.Layout(width=f"{2 * (tile_height + 8) + 8}px", margin="0 16px 12px 0"),
+        )
+        for control in self.controls:
+            control.observe(lambda change: self.on_change(), names="value")
+        self.on_change()
+
+    @property
+    def controls(self) -> list:
+        return [self.sampler_dropdown, self.steps_box, self.eta_box]
+
+    @property
+    def setting(self) -> SamplerSetting:
+        sampler = self.sampler_dropdown.value
+        eta = float(self.eta_box.value) if sampler == "ddim" else 0.0  # the others ignore η
+        return SamplerSetting(sampler, int(self.steps_box.value), eta)
+
+    def on_change(self) -> None:
+        self.eta_box.disabled = self.sampler_dropdown.value != "ddim"
+        if self.shown is not None:
+            self.tiles.grey(self.shown.setting != self.setting)
+
+    def show(self, row, captions: list[str]) -> None:
+        """Show a :class:`ComparisonRow`: its setting, seconds per image, accuracy and pictures."""
+        text = (f"<b>{html.escape(str(row.setting))}</b><br>{row.seconds_per_image:.3f} s per image, "
+                f"{row.result.network_evaluations} network evaluations per image")
+        if row.accuracy is not None:
+            text += f"<br>{accuracy_text(row.accuracy)}"
+        self.caption.value = f"<div style='font-size: 12px; line-height: 1.4'>{text}</div>"
+        self.shown = row
+        self.tiles.show(as_uint8(row.images), captions)
+        self.on_change()
+
+
+class SamplerComparison:
+    """Samplers side by side: the same label sets and the same per-image seeds in every column, so the
+    pictures differ only by each column's sampler, steps and η.
+
+    Each column has its own controls; the shared *run* button samples every column whose setting has
+    not been sampled yet (each setting is sampled once and cached) and shows its pictures, its seconds
+    per image and, with a ``judge``, its accuracy (judge named). While it samples, the controls wait, the
+    old pictures are greyed and a line counts the steps. A refused setting is explained on that line.
+
+    Args:
+        label_lists: the label sets (lists of names), one picture each in every column.
+        settings: one :class:`SamplerSetting` per column (default :data:`DEFAULT_SETTINGS`: DDPM, DDIM
+            η = 0 and DPM-Solver++, 20 steps each).
+        seed: image i uses seed ``seed + i`` in every column (default 0).
+        guidance_scale: w, the same for every column (default the config's).
+        run_now: sample the first settings at once (default True); else wait for the button.
+
+    State: ``columns`` (:class:`SamplerColumn`), ``rows`` (the :class:`ComparisonRow` of each column
+    after a run), ``cache`` (setting -> row), ``status``, ``run_button``.
+    """
+
+    def __init__(self, model, schedule, label_lists, config, settings=DEFAULT_SETTINGS, seed: int = 0, judge=None,
+                 label_space=None, guidance_scale: float | None = None, run_now: bool = True):
+        import ipywidgets as widgets
+
+        self.model, self.schedule, self.config, self.judge = model, schedule, config, judge
+        self.label_space = label_space or LabelSpace.default()
+        self.label_lists = [list(labels) for labels in label_lists]
+        if not self.label_lists or not settings:
+            raise ValueError("a comparison needs at least one label set and one setting")
+        self.label_space.encode(self.label_lists)  # refuses unknown names now, not on the first run
+        self.seeds = [seed + index for index in range(len(self.label_lists))]
+        self.guidance_scale = config.sample.guidance_scale if guidance_scale is None else float(guidance_scale)
+        self.cache: dict[SamplerSetting, object] = {}
+        self.rows: list = []
+        self.columns = [SamplerColumn(widgets, setting, schedule.num_train_timesteps) for setting in settings]
+        self.run_button = widgets.Button(description="run", button_style="primary")
+        self.status = widgets.HTML()
+        self.caption = widgets.HTML(
+            f"the same {len(self.label_lists)} label sets and seeds {self.seeds[0]}…{self.seeds[-1]} in every column; "
+            f"w = {self.guidance_scale:g}"
+        )
+        columns = widgets.HBox([column.widget for column in self.columns],
+                               layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start"))
+        self.widget = widgets.VBox(
+            [style_widget(widgets), widgets.HBox([self.run_button, self.caption]), self.status, columns]
+        )
+        self.run_button.on_click(lambda button: self.run())
+        if run_now:
+            self.run()
+
+    @property
+    def controls(self) -> list:
+        return [self.run_button] + [control for column in self.columns for control in column.controls]
+
+    def run(self):
+        """Sample the columns' settings not sampled yet and show every column; returns the rows
+        (None when a setting is refused: the status line says why)."""
+        steps_limit = self.schedule.num_train_timesteps
+        try:
+            settings = [check_setting(column.setting, self.config, steps_limit, where=f"column {index + 1}")
+                        for index, column in enumerate(self.columns)]
+        except ConfigError as error:
+            self.status.value = f"<b>refused:</b> {html.escape(str(error))}"
+            return None
+        missing = [setting for setting in dict.fromkeys(settings) if setting not in self.cache]
+        if missing:
+            self.sample(missing, [column for column, setting in zip(self.columns, settings) if setting in missing])
+        self.rows = [self.cache[setting] for setting in settings]
+        for column, row in zip(self.columns, self.rows):
+            column.show(row, image_captions(row.images, self.label_lists, self.judge, self.label_space))
+        self.status.value = ""
+        return self.rows
+
+    def sample(self, settings: list[SamplerSetting], columns: list[SamplerColumn]) -> None:
+        """Sample ``settings`` (checked, not cached yet) into the cache, greying ``columns`` meanwhile."""
+        for column in columns:
+            column.tiles.grey()
+        count = len(self.label_lists)
+        text = f"<i>sampling {count} images with {len(settings)} setting{'s' * (len(settings) > 1)} …</i>"
+        steps = steps_of(settings, count, self.config.sample.batch_size)
+        try:
+            with busy(self.controls, self.status, text, steps) as on_step:
+                rows = compare_samplers(
+                    self.model, self.schedule, self.label_lists, self.config, settings, seeds=self.seeds,
+                    judge=self.judge, label_space=self.label_space, guidance_scale=self.guidance_scale,
+                    progress=False, on_step=on_step,
+                )
+        except Exception as error:
+            for column in columns:
+                column.tiles.grey(column.shown is not None and column.shown.setting != column.setting)
+            self.status.value = f"<b>sampling failed:</b> {type(error).__name__}: {html.escape(str(error))}"
+            raise
+        self.cache.update(zip(settings, rows))

@@ -17,7 +17,7 @@ STAGES = [
     ("train", "network_view"),
     ("sample",),
     ("metrics", "judge", "judge_training", "fid"),
-    ("outputs", "figures", "evaluate", "mnist", "preflight", "exercises"),
+    ("outputs", "figures", "evaluate", "mnist", "preflight", "exercises", "sampler_comparison"),
     ("widget_layout", "widgets", "lab", "colab", "plan", "mnist_cli", "experiments"),
     ("__main__", "__init__"),
 ]

@@ -1,4 +1,4 @@
-"""labkit.widgets: the schedule explorer redraws on control changes, deterministically."""
+"""labkit.widgets and labkit.sampler_comparison (which a widget calls): controls redraw deterministically."""
 
 from __future__ import annotations
 
@@ -202,3 +202,132 @@ def test_label_picker_disables_its_controls_while_sampling(tiny_sampler, monkeyp
     assert seen == [(True, True, "sampling…", "<i>sampling 1 scenes of red sphere …</i>")]
     assert not picker.button.disabled and not picker.selector.disabled and picker.button.description == "generate"
     assert "sampling failed" in picker.message_widget.value
+
+
+# ---- samplers side by side -------------------------------------------------------------------------
+def synthetic_judge():
+    """The judge network untrained (deterministic: no dropout), with a held-out accuracy as the synthetic judge carries."""
+    from labkit.evaluate import Judge, build_evaluator_network
+    from labkit.metrics import AccuracyResult
+
+    torch.manual_seed(0)
+    holdout = AccuracyResult(0.991, 991, 1000, "synthetic judge", "held-out")
+    return Judge("synthetic judge", build_evaluator_network(), holdout=holdout)
+
+
+TWO_SCENES = [["red sphere"], ["gray cube", "blue cylinder"]]
+
+
+def test_compare_samplers_gives_the_same_images_for_the_same_setting_and_seeds(tiny_sampler):
+    from labkit.sampler_comparison import SamplerSetting, compare_samplers
+
+    model, schedule, config = tiny_sampler
+    settings = [SamplerSetting("ddim", 4, 0.5), SamplerSetting("ddpm", 4), SamplerSetting("ddim", 4, 0.5)]
+    rows = compare_samplers(model, schedule, TWO_SCENES, config, settings, seeds=[7, 8], judge=synthetic_judge(),
+                            guidance_scale=3.0, progress=False)
+    assert [row.setting for row in rows] == settings and rows[0].images.shape == (2, 3, 16, 16)
+    assert torch.equal(rows[0].images, rows[2].images)  # η > 0 draws noise too: from the same per-image seeds
+    assert not torch.equal(rows[0].images, rows[1].images)
+    for row in rows:
+        assert row.seconds_per_image > 0 and row.result.network_evaluations == 8  # 4 steps, guided (w = 3)
+        assert row.accuracy.total == 3 and row.accuracy.judge == "synthetic judge"
+        text = str(row)
+        assert "s per image" in text and "synthetic judge, held-out 0.991" in text
+    assert str(rows[1]).startswith("DDPM, 4 steps: ") and str(rows[0]).startswith("DDIM, 4 steps, η = 0.5: ")
+    # without a judge: no accuracy; the seeds default to config.sample.seed + i
+    plain = compare_samplers(model, schedule, TWO_SCENES, config, [("ddim", 4, 0.5)], progress=False)
+    assert plain[0].accuracy is None and "accuracy" not in str(plain[0])
+    again = compare_samplers(model, schedule, TWO_SCENES, config, [("ddim", 4, 0.5)], seeds=[0, 1], progress=False)
+    assert torch.equal(plain[0].images, again[0].images)
+
+
+def test_compare_samplers_refuses_bad_settings_before_sampling(tiny_sampler, monkeypatch):
+    import labkit.sampler_comparison as comparison
+    from labkit.config import ConfigError
+    from labkit.sampler_comparison import SamplerSetting, check_setting, compare_samplers
+
+    model, schedule, config = tiny_sampler
+    monkeypatch.setattr(comparison, "sample_conditions", lambda *args, **kwargs: pytest.fail("sampled"))
+    good = SamplerSetting("ddim", 4)
+    cases = [
+        (SamplerSetting("ddim", 0), r"setting 2: sample.num_inference_steps = 0 must be >= 1"),
+        (SamplerSetting("euler", 10), r"setting 2: sample.sampler must be one of ddpm, ddim or dpmsolver\+\+, not 'euler'"),
+        (SamplerSetting("ddim", 10, 1.5), r"setting 2: sample.eta = 1.5 must be <= 1"),
+        (SamplerSetting("ddpm", 101), r"must be <= T = 100"),
+        (SamplerSetting("ddpm", 2.5), r"not a whole number"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            compare_samplers(model, schedule, TWO_SCENES, config, [good, bad])
+    with pytest.raises(ValueError, match="3 seeds for 2 label sets"):
+        compare_samplers(model, schedule, TWO_SCENES, config, [good], seeds=[0, 1, 2])
+    with pytest.raises(ValueError, match="no settings"):
+        compare_samplers(model, schedule, TWO_SCENES, config, [])
+    # η only counts for DDIM; whole numbers given as floats are accepted
+    checked = check_setting({"sampler": "ddpm", "num_inference_steps": 5.0, "eta": 1.0}, config, 100)
+    assert checked == SamplerSetting("ddpm", 5, 0.0)
+
+
+def test_sampler_comparison_columns_share_labels_and_seeds(tiny_sampler):
+    from labkit.sampler_comparison import SamplerSetting
+    from labkit.widgets import STALE, SamplerComparison
+
+    model, schedule, config = tiny_sampler
+    settings = [SamplerSetting("ddim", 3), SamplerSetting("dpmsolver++", 3), SamplerSetting("ddim", 3)]
+    comparison = SamplerComparison(model, schedule, TWO_SCENES, config, settings, seed=5, judge=synthetic_judge())
+    first, second, third = comparison.columns
+    assert [row.setting for row in comparison.rows] == settings and len(comparison.cache) == 2
+    assert torch.equal(comparison.rows[0].images, comparison.rows[2].images)
+    assert not torch.equal(comparison.rows[0].images, comparison.rows[1].images)
+    assert "seeds 5…6" in comparison.caption.value
+    for column in comparison.columns:  # seconds and the named judge's accuracy; one picture per label set
+        assert "s per image" in column.caption.value and "synthetic judge, held-out 0.991" in column.caption.value
+        assert len(column.tiles.pngs) == 2 and all(png_size(png) == (128, 128) for png in column.tiles.pngs)
+        assert column.tiles.captions[1].startswith("gray cube, blue cylinder") and "judge finds" in column.tiles.captions[1]
+    # η is a control of DDIM only
+    assert not first.eta_box.disabled and second.eta_box.disabled
+    second.sampler_dropdown.value = "ddpm"
+    assert second.eta_box.disabled and STALE in second.tiles.widget._dom_classes  # the pictures are not of this setting
+    first.sampler_dropdown.value = "dpmsolver++"
+    assert first.eta_box.disabled
+    first.sampler_dropdown.value = "ddim"
+    assert not first.eta_box.disabled and STALE not in first.tiles.widget._dom_classes  # back to what it shows
+    # run samples the new setting only, and the η control stays off for DDPM afterwards
+    third.eta_box.value = 1.0
+    comparison.run_button.click()
+    assert comparison.rows[1].setting == SamplerSetting("ddpm", 3) and len(comparison.cache) == 4
+    assert comparison.rows[2].setting == SamplerSetting("ddim", 3, 1.0)
+    assert second.eta_box.disabled and not comparison.run_button.disabled and comparison.status.value == ""
+    assert STALE not in second.tiles.widget._dom_classes and second.caption.value.count("DDPM, 3 steps") == 1
+
+
+def test_sampler_comparison_refuses_a_bad_setting_and_is_busy_while_sampling(tiny_sampler, monkeypatch):
+    import labkit.widgets as widgets_module
+    from labkit.sampler_comparison import SamplerSetting
+    from labkit.widgets import STALE, SamplerComparison
+
+    model, schedule, config = tiny_sampler
+    comparison = SamplerComparison(model, schedule, [["red sphere"]], config, [SamplerSetting("ddim", 2)] * 2, run_now=False)
+    assert comparison.rows == [] and comparison.columns[0].tiles.pngs == []
+    comparison.columns[1].steps_box.value = 0  # the box keeps steps within 1 … T
+    assert comparison.columns[1].steps_box.value == 1
+    comparison.columns[1].steps_box.max = 500  # a box that allows more than T: refused with a message
+    comparison.columns[1].steps_box.value = 500
+    assert comparison.run() is None
+    status = comparison.status.value
+    assert "refused" in status and "column 2" in status and "T = 100" in status
+    comparison.columns[1].steps_box.value = 3
+    seen = []
+
+    def failing(*args, **kwargs):
+        seen.append(([control.disabled for control in comparison.controls], comparison.status.value,
+                     STALE in comparison.columns[0].tiles.widget._dom_classes))
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(widgets_module, "compare_samplers", failing)
+    with pytest.raises(RuntimeError):
+        comparison.run()
+    assert seen == [([True] * 7, "<i>sampling 1 images with 2 settings …</i>", True)]
+    assert [control.disabled for control in comparison.controls] == [False, False, False, False, False, False, False]
+    assert "sampling failed" in comparison.status.value and "out of memory" in comparison.status.value
+    assert STALE not in comparison.columns[0].tiles.widget._dom_classes

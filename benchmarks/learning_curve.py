@@ -44,7 +44,8 @@ from labkit.evaluate import load_judge  # noqa: E402
 from labkit.model import build_model  # noqa: E402
 from labkit.sample import sample_conditions  # noqa: E402
 from labkit.schedules import NoiseSchedule  # noqa: E402
-from labkit.train import INITIALISED_FROM, read_log  # noqa: E402
+from labkit.checkpoint import steps_before  # noqa: E402
+from labkit.train import read_log  # noqa: E402
 
 THRESHOLDS = (0.5, 0.7, 0.9)
 
@@ -110,11 +111,8 @@ def score_point(path: Path, scales: list[float], judge, device) -> dict:
 
 def start_of(run: Path) -> tuple[int, float]:
     """(steps, hours) trained before ``run`` began: the weights it was initialised from (``train.init_from``), else 0."""
-    path = run / INITIALISED_FROM
-    if not path.exists():
-        return 0, 0.0
-    start = json.loads(path.read_text())
-    return int(start["step"]), float(start.get("train_wall_s") or 0.0) / 3600
+    steps, seconds = steps_before(run)
+    return steps, seconds / 3600
 
 
 def standard_error(accuracy: float, total: int) -> float:

@@ -10,6 +10,7 @@ Every file is written atomically (temp file + rename), so a crash never leaves a
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -21,6 +22,18 @@ from labkit.config import LabConfig, LabError
 from labkit.model import build_model
 from labkit.runtime import atomic_save, get_device
 from labkit.schedules import NoiseSchedule
+
+
+INITIALISED_FROM = "initialised_from.json"  # in the folder of a run started with train.init_from: what it started from
+
+
+def steps_before(run_dir: str | os.PathLike) -> tuple[int, float]:
+    """(optimiser steps, training seconds) of the weights a run started from (``train.init_from``); (0, 0.0) else."""
+    path = Path(run_dir) / INITIALISED_FROM
+    if not path.is_file():
+        return 0, 0.0
+    start = json.loads(path.read_text())
+    return int(start.get("step") or 0), float(start.get("train_wall_s") or 0.0)
 
 
 def checkpoint_dir(run_dir: str | os.PathLike) -> Path:

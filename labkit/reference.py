@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from labkit import synth
+from labkit.checkpoint import steps_before
 from labkit.config import LabConfig, LabError, resolve_path
 from labkit.model import build_model
 from labkit.runtime import atomic_save, atomic_write_text, get_device
@@ -138,6 +139,7 @@ def export_model(checkpoint_path: str | os.PathLike, folder: str | os.PathLike |
 
     ``sample_overrides`` (e.g. {"guidance_scale": 2.0}) set the config's sample section, so the
     shipped config carries the settings chosen for it; ``extra`` (e.g. wall time) is stored as is.
+    The step counts the steps of the weights a fine-tuned run started from (``train.init_from``) too.
     """
     folder = Path(folder or reference_dir())
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
@@ -146,7 +148,9 @@ def export_model(checkpoint_path: str | os.PathLike, folder: str | os.PathLike |
     for key, value in (sample_overrides or {}).items():
         setattr(config.sample, key, value)
     state = {key: value.detach().to(torch.float16) for key, value in weights.items()}
-    atomic_save({"config": config.to_dict(), "step": int(checkpoint["step"]), "model": state, **(extra or {})},
+    earlier_steps, _ = steps_before(Path(checkpoint_path).resolve().parents[1])  # run/checkpoints/FILE
+    step = earlier_steps + int(checkpoint["step"])
+    atomic_save({"config": config.to_dict(), "step": step, "model": state, **(extra or {})},
                 folder / MODEL_FILE)
     _record(folder, [MODEL_FILE])
     return folder / MODEL_FILE

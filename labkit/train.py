@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from labkit import data as data_module
 from labkit.checkpoint import (  # noqa: F401  (load_model, find_checkpoint, snapshot_path: also reachable as labkit.train.*)
+    INITIALISED_FROM,
     check_resumable,
     checkpoint_dir,
     find_checkpoint,
@@ -429,9 +430,6 @@ def resume_state(state: TrainState, setup: RunSetup) -> None:
     state.step, state.best_accuracy = checkpoint["step"], checkpoint.get("best_accuracy")
     if setup.is_main:
         print(f"resumed {setup.config.run_dir} at step {state.step}")
-
-
-INITIALISED_FROM = "initialised_from.json"  # in the run folder of a run started with train.init_from
 
 
 def init_weights_path(init_from: str) -> Path:

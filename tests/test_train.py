@@ -17,6 +17,7 @@ import torch
 
 from factories import free_port, make_tiny_config, make_training_set
 from labkit.model import build_model
+from labkit.reference import export_model
 from labkit.schedules import NoiseSchedule
 from labkit.train import EMA, diffusion_loss, drop_labels, lr_factor, read_log, train
 
@@ -154,6 +155,8 @@ def test_init_from_starts_a_new_run_at_the_other_runs_ema_weights(tmp_path):
     finished = train(tuned, resume=True, progress=False, training_set=training_set)
     assert finished.step == 2 and [row["step"] for row in read_log(tuned.run_dir)] == [1, 2]
     assert not torch.equal(next(iter(finished.model.parameters())), next(iter(start.model.parameters())))
+    exported = export_model(finished.last_checkpoint, folder=tmp_path / "shipped")  # counts the source run's steps too
+    assert torch.load(exported, weights_only=True)["step"] == 3 + 2
     tuned.model.base_channels = 32  # weights of another architecture are refused with the setting to change
     tuned.train.run_name = "other"
     with pytest.raises(ValueError, match="different model config"):

@@ -169,16 +169,20 @@ def generate(model, schedule, num_images: int, folder: str | Path | None = None,
              num_inference_steps: int = 50, seed: int = 0, batch_size: int = 256, labels=None,
              guidance_scale: float = 1.0, progress: bool = True):
     """``num_images`` samples (image i from seed ``seed + i``; DDIM η = 0 by default), saved as
-    ``folder/00001.png …`` when ``folder`` is given. labels: None (unconditional) or one-hot (N, 10)
-    for a class-conditional model. Returns the :class:`labkit.sample.SampleResult`."""
+    ``folder/00001.png …`` when ``folder`` is given (the folder then holds this set only: it is written
+    beside it and swapped in, so no image of an earlier, larger set stays). labels: None (unconditional)
+    or one-hot (N, 10) for a class-conditional model. Returns the :class:`labkit.sample.SampleResult`."""
     from labkit.fid import save_pngs
+    from labkit.outputs import staging_folder, swap_folder
     from labkit.sample import sample
 
     result = sample(model, schedule, labels, sampler=sampler, num_inference_steps=num_inference_steps,
                     guidance_scale=guidance_scale, eta=0.0, seed=seed, batch_size=batch_size,
                     num_images=None if labels is not None else num_images, progress=progress)
     if folder is not None:
-        save_pngs(result.images, folder)
+        staging = staging_folder(folder)
+        save_pngs(result.images, staging)
+        swap_folder(staging, Path(folder))
     return result
 
 

@@ -80,20 +80,27 @@ def staging_folder(out_dir: str | os.PathLike) -> Path:
 STALE_AFTER_SAMPLING = ("accuracy.txt", "accuracy.json")  # they scored the images being replaced
 
 
+def swap_folder(new: Path, target: Path) -> Path:
+    """Put the folder ``new`` in the place of ``target`` by renames (the old ``target`` is removed after), so
+    ``target`` holds exactly the new set: none of the old files stay beside it. Returns ``target``."""
+    retired = target.with_name(f".{target.name}.old")
+    shutil.rmtree(retired, ignore_errors=True)
+    if target.exists():
+        target.rename(retired)
+    new.rename(target)
+    shutil.rmtree(retired, ignore_errors=True)
+    return target
+
+
 def publish_outputs(staging: Path, out_dir: str | os.PathLike) -> Path:
     """Move a complete set from ``staging`` into ``out_dir``: ``images/`` is swapped as a whole (by rename),
     files replace their namesakes one by one (``report_figures/`` keeps the run's other figures), and
     the accuracy files of the replaced images are removed. ``staging`` is removed. Returns ``out_dir``."""
     out_dir = resolve_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    new_images, old_images = staging / "images", out_dir / "images"
+    new_images = staging / "images"
     if new_images.is_dir():
-        retired = out_dir / ".images.old"
-        shutil.rmtree(retired, ignore_errors=True)
-        if old_images.exists():
-            old_images.rename(retired)
-        new_images.rename(old_images)
-        shutil.rmtree(retired, ignore_errors=True)
+        swap_folder(new_images, out_dir / "images")
     for name in STALE_AFTER_SAMPLING:
         (out_dir / name).unlink(missing_ok=True)
     for path in sorted(staging.rglob("*")):

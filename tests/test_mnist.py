@@ -82,6 +82,10 @@ def test_train_resume_generate_and_score_offline(tmp_path):
     assert train(config, resume=True, progress=False, training_set=digits).step == 4
     model, schedule, _ = load_model(config.run_dir, "last")
     result = mnist.generate(model, schedule, 6, tmp_path / "generated", num_inference_steps=3, batch_size=4, progress=False)
+    mnist.generate(model, schedule, 2, tmp_path / "smaller", num_inference_steps=3, progress=False)
+    mnist.generate(model, schedule, 6, tmp_path / "smaller", num_inference_steps=3, progress=False)
+    mnist.generate(model, schedule, 3, tmp_path / "smaller", num_inference_steps=3, progress=False)
+    assert sorted(p.name for p in (tmp_path / "smaller").iterdir()) == ["00001.png", "00002.png", "00003.png"]
     assert result.images.shape == (6, 3, 16, 16)
     generated = load_pngs(tmp_path / "generated")
     assert sorted(p.name for p in (tmp_path / "generated").iterdir())[-1] == "00006.png"

@@ -142,6 +142,12 @@ def curve_figure(curves: dict[str, dict], judge_text: str, path: Path) -> None:
             hours = [curve["points"][s]["wall_hours"] for s in steps]
             axes[0].errorbar(steps, values, yerr=errors, fmt=style, color=color, label=f"{name}: {split}", capsize=2)
             axes[1].plot(hours, values, style, color=color, label=f"{name}: {split}")
+        if curve.get("start"):  # a run continued from other weights (train.init_from): where it began
+            steps_at, hours_at = curve["start"]
+            for axis, x in zip(axes, (steps_at, hours_at)):
+                axis.axvline(x, color=color, lw=0.8, ls="--", alpha=0.6)
+            axes[0].annotate(f"continued at step {steps_at:,}\n(a new LR schedule)", (steps_at, 0.05),
+                             fontsize=7, ha="right", color=color)
     axes[0].set_xscale("log", base=2)
     axes[0].set_xlabel("optimiser steps (log scale)")
     axes[1].set_xlabel("training wall time (hours, 2-core CPU)")
@@ -197,7 +203,8 @@ def main() -> None:
             p = points[total_step]
             print(f"{name} step {total_step}: test {p['test']['accuracy']:.3f}, new_test {p['new_test']['accuracy']:.3f} "
                   f"(w = {p['best_scale']}, {p['sampler']}, {p['wall_hours']:.2f} h)", flush=True)
-        curves[name] = {"points": points, "reach": {str(t): steps_to_reach(points, t) for t in THRESHOLDS}}
+        curves[name] = {"points": points, "reach": {str(t): steps_to_reach(points, t) for t in THRESHOLDS},
+                        "start": (start_step, start_hours) if start_step else None}
         if args.save_points and len(curves) == 1:
             saved = {"name": name, "judge": judge_text, "points": {str(step): point for step, point in sorted(points.items())}}
             args.save_points.write_text(json.dumps(saved, indent=1) + "\n")

@@ -424,6 +424,7 @@ def run(name: str, config: LabConfig, steps: int | None = None, run_name: str | 
     add_comparisons(result)
     if judge.holdout is not None:
         result.notes.append(f"judge held-out accuracy {judge.holdout.accuracy:.3f}")
-    result.notes.append(f"wall time {time.perf_counter() - start:.0f} s ({config.profile} profile, {steps} steps per run)")
+    trained = f"the run {run_name}" if run_name and name not in TRAINING_EXPERIMENTS else f"{steps} steps per run"
+    result.notes.append(f"wall time {time.perf_counter() - start:.0f} s ({config.profile} profile, {trained})")
     write_result(result, config)
     return result

@@ -67,6 +67,11 @@ def standard_error(accuracy: float, objects: int) -> float:
     return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / max(objects, 1))
 
 
+def judge_label(judge) -> str:
+    """The judge's name, with its held-out accuracy when known (tables, notes and figure titles carry it)."""
+    return judge.name if judge.holdout is None else f"{judge.name} (held-out accuracy {judge.holdout.accuracy:.3f})"
+
+
 def compare(a: dict, b: dict) -> str:
     """"A is higher", "B is higher" or "no measurable difference" (|difference| < 2 standard errors of it)."""
     difference = a["accuracy"] - b["accuracy"]
@@ -164,7 +169,7 @@ def _slug(text: str) -> str:
 def run_training_experiment(name: str, config: LabConfig, steps: int, judge, conditions, label_space,
                             progress: bool, training_set=None) -> ExperimentResult:
     """One run per variant of ``TRAINING_EXPERIMENTS[name]``, scored on both files with the default sampler."""
-    result = ExperimentResult(name, judge.name)
+    result = ExperimentResult(name, judge_label(judge))
     for variant, overrides in TRAINING_EXPERIMENTS[name]:
         variant_cfg = variant_config(config, f"exp-{name}-{_slug(variant)}", steps, overrides)
         model, schedule, minutes = train_variant(variant_cfg, progress, training_set)
@@ -207,7 +212,7 @@ def run_sampling_experiment(name: str, config: LabConfig, steps: int, judge, con
                             run_name: str | None = None, seeds: int = 10, training_set=None) -> ExperimentResult:
     """``guidance``, ``samplers``, ``seeds`` or ``ema`` on one trained run."""
     model, schedule, base = base_model(config, steps, run_name, progress, training_set)
-    result = ExperimentResult(name, judge.name)
+    result = ExperimentResult(name, judge_label(judge))
     if name == "guidance":
         variants = [(f"w={1 + 0.5 * i:g}", {"guidance_scale": 1 + 0.5 * i}) for i in range(19)]
     elif name == "samplers":
@@ -285,7 +290,7 @@ def run_checkpoints_experiment(config: LabConfig, steps: int, judge, conditions,
     scored on both files (a table row "step N" with its file)."""
     run = snapshot_run(config, steps, run_name, progress, training_set)
     files = run_checkpoints(run.run_dir)
-    result = ExperimentResult("checkpoints", judge.name)
+    result = ExperimentResult("checkpoints", judge_label(judge))
     timesteps = []
 
     def score_checkpoint(step, model, schedule, trajectory):
@@ -422,8 +427,6 @@ def run(name: str, config: LabConfig, steps: int | None = None, run_name: str | 
         result = run_sampling_experiment(name, config, steps, judge, conditions, source.label_space, progress,
                                          run_name=run_name, seeds=seeds)
     add_comparisons(result)
-    if judge.holdout is not None:
-        result.notes.append(f"judge held-out accuracy {judge.holdout.accuracy:.3f}")
     trained = f"the run {run_name}" if run_name and name not in TRAINING_EXPERIMENTS else f"{steps} steps per run"
     result.notes.append(f"wall time {time.perf_counter() - start:.0f} s ({config.profile} profile, {trained})")
     write_result(result, config)

@@ -12,6 +12,7 @@ from labkit import experiments, figures, synth
 from labkit.config import ConfigError
 from labkit.data import resolve_source
 from labkit.judge import Judge, build_evaluator_network
+from labkit.metrics import AccuracyResult
 
 
 @pytest.fixture
@@ -50,6 +51,8 @@ def test_a_training_experiment_keeps_one_run_per_variant(setup):
     assert table["experiment"] == "conditioning" and len(table["rows"]) == 2
     assert "± " in (folder / "table.md").read_text() and (folder / "figure.png").stat().st_size > 1000
     assert any("against" in note for note in result.notes)
+    judge.holdout = AccuracyResult(0.991, 1784, 1800, "synthetic judge", "held-out")  # a judge with a known held-out accuracy
+    assert experiments.judge_label(judge) == "synthetic judge (held-out accuracy 0.991)"
 
 
 def test_sampling_experiments_share_one_base_run(setup):

@@ -6,7 +6,7 @@ Keeps every output (the figures are the point) but: drops the saved widget state
 live only) and the execution metadata; re-encodes each PNG with a 256-colour palette when that is
 smaller (the figures are flat colours and small renders; a palette keeps them sharp at a fraction
 of the size); replaces the project home the notebook ran in (``--home``, default: ``LABKIT_HOME``)
-by ``<project>`` so no machine path is stored. Prints each notebook's size before and after.
+by ``<project>`` and a temporary folder by ``<temporary folder>``, so no machine path is stored. Prints each notebook's size before and after.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import base64
 import io
 import json
 import os
+import re
+import tempfile
 from pathlib import Path
 
 from PIL import Image
@@ -31,13 +33,17 @@ def smaller_png(encoded: str) -> str:
     return candidate if len(candidate) < len(encoded) else encoded
 
 
+TEMPORARY = re.compile(re.escape(tempfile.gettempdir().rstrip("/")) + r"/[^/\s]+")  # a temporary folder a cell made
+
+
 def hide_home(text, home: str):
-    """``text`` (a string or a list of lines) with the project home replaced by ``<project>``."""
-    if not home:
-        return text
+    """``text`` (a string or a list of lines) with the project home replaced by ``<project>`` and any
+    temporary folder (e.g. ``/tmp/labkit_resume_demo_x1y2``) by ``<temporary folder>``."""
     if isinstance(text, list):
-        return [line.replace(home, "<project>") for line in text]
-    return text.replace(home, "<project>")
+        return [hide_home(line, home) for line in text]
+    if home:
+        text = text.replace(home, "<project>")
+    return TEMPORARY.sub("<temporary folder>", text)
 
 
 def tidy(path: Path, home: str) -> None:

@@ -6,7 +6,8 @@ Keeps every output (the figures are the point) but: drops the saved widget state
 live only) and the execution metadata; re-encodes each PNG with a 256-colour palette when that is
 smaller (the figures are flat colours and small renders; a palette keeps them sharp at a fraction
 of the size); replaces the project home the notebook ran in (``--home``, default: ``LABKIT_HOME``)
-by ``<project>`` and a temporary folder by ``<temporary folder>``, so no machine path is stored. Prints each notebook's size before and after.
+by ``<project>`` the checkout by ``<checkout>`` and a temporary folder by
+``<temporary folder>``, so no machine path is stored. Prints each notebook's size before and after.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def smaller_png(encoded: str) -> str:
     return candidate if len(candidate) < len(encoded) else encoded
 
 
+CHECKOUT = str(Path(__file__).resolve().parents[1])  # the lab's checkout
 TEMPORARY = re.compile(re.escape(tempfile.gettempdir().rstrip("/")) + r"/[^/\s]+")  # a temporary folder a cell made
 
 
@@ -43,6 +45,7 @@ def hide_home(text, home: str):
         return [hide_home(line, home) for line in text]
     if home:
         text = text.replace(home, "<project>")
+    text = text.replace(CHECKOUT, "<checkout>")  # e.g. the shipped judge's weights, reference/judge.pth
     return TEMPORARY.sub("<temporary folder>", text)
 
 

@@ -3,7 +3,7 @@
 JupyterLab is started on localhost (a free port, a token, a temporary project home, the ``smoke``
 profile) over a temporary copy of notebooks 02 and 05. Each is run top to bottom in the browser,
 then every widget is moved the way a person moves it (the schedule explorer's sliders, the
-stepper's play button and slider, the guidance slider, a valid and an invalid pick in the label
+stepper's play button and slider, the guidance slider, the sampler comparison (η box, fewer steps, run), a valid and an invalid pick in the label
 picker). The test checks that the picture on the page changed, that the sliders have a usable
 track and the pictures are shown at their own pixel size, and that no error appears: not in a
 cell's output, the browser console, JupyterLab's log console, nor as a widget that failed to
@@ -397,6 +397,26 @@ def test_sampling_widgets_in_the_browser(lab_server, page, screenshots):
                            arg=[guidance.element_handle(), caption_before], timeout=60_000)
     notebook.wait_for_idle()
     notebook.shot("guidance_after", guidance)
+
+    # the sampler comparison: η only for DDIM; fewer steps in one column, run, and that column shows the new setting
+    comparison = widgets.filter(has=page.get_by_role("button", name="run", exact=True)).first
+    comparison.scroll_into_view_if_needed()
+    columns = comparison.locator(".widget-vbox").filter(has=page.locator(".widget-dropdown"))
+    assert columns.count() == 3
+    for index, sampler in enumerate(("ddpm", "ddim", "dpmsolver++")):
+        eta_input = columns.nth(index).locator("input").nth(1)
+        assert eta_input.is_disabled() == (sampler != "ddim"), f"the η box of the {sampler} column"
+    assert_natural_size(columns.first.locator("img.labkit-pixelated").first, "sampler comparison")
+    assert "synthetic judge" in comparison.inner_text() and "s per image" in comparison.inner_text()
+    notebook.shot("samplers_before", comparison)
+    steps_input = columns.first.locator("input").first
+    steps_input.fill("3")
+    steps_input.press("Enter")
+    comparison.get_by_role("button", name="run", exact=True).click()
+    page.wait_for_function("element => /DDPM, 3 steps/.test(element.innerText)",
+                           arg=columns.first.element_handle(), timeout=120_000)
+    notebook.wait_for_idle()
+    notebook.shot("samplers_after", comparison)
 
     # the label picker: nothing shown before the first generate, then a valid and an invalid pick
     picker = widgets.filter(has=page.locator(".widget-select-multiple")).first

@@ -14,7 +14,7 @@ import torch
 from torchvision.utils import make_grid
 
 from labkit.config import resolve_path
-from labkit.images import evaluator_view, resize_square, to_model_range, to_uint8, write_png
+from labkit.images import enlarge, evaluator_view, resize_square, to_model_range, to_uint8, write_png
 from labkit.schedules import NoiseSchedule
 
 REPORT_DIR = "report_figures"
@@ -120,12 +120,6 @@ def denoising_column_labels(timesteps: Sequence[int], frames: int = 10) -> list[
     return captions
 
 
-def pixelated(images: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (B, 3, H, W) enlarged by whole pixels (nearest neighbour) to about ``size`` px: no blur on small images."""
-    factor = max(1, size // images.shape[-1])
-    return images.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
-
-
 def denoising_rows_figure(rows: dict, title: str = "", column_labels: Sequence[str] | None = None, size: int = 64,
                           scale: float = 0.95):
     """Denoising rows of several checkpoints of one run, one row each, noise on the left, the final image last.
@@ -146,7 +140,7 @@ def denoising_rows_figure(rows: dict, title: str = "", column_labels: Sequence[s
     fig, axes = plt.subplots(len(names), frames, figsize=(scale * frames + 0.9, scale * len(names) + 0.7),
                              squeeze=False)
     for r, name in enumerate(names):
-        images = pixelated(as_uint8(rows[name]), size)  # (frames, 3, size, size)
+        images = enlarge(as_uint8(rows[name]), size)  # (frames, 3, size, size)
         for c in range(frames):
             axis = axes[r, c]
             axis.imshow(images[c].permute(1, 2, 0).numpy(), interpolation="nearest")

@@ -57,6 +57,13 @@ def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
     return batch[0] if single else batch
 
 
+def enlarge(images: torch.Tensor, height: int = 128) -> torch.Tensor:
+    """uint8 (..., 3, h, w) -> nearest-neighbour enlarged by the integer factor that makes it about ``height`` tall
+    (whole pixels: no blur on small images)."""
+    factor = max(1, height // images.shape[-2])
+    return images.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+
+
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1] (the model's range; the evaluator's mean = std = 0.5)."""
     return images.float().div(127.5).sub(1.0)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import torch
 
-from labkit.images import encode_png
+from labkit.images import encode_png, enlarge
 
 
 def figure_to_png(figure) -> bytes:
@@ -90,12 +90,6 @@ def busy(controls, status, text: str, steps: int = 0):
 def picture_png(image: torch.Tensor) -> bytes:
     """uint8 (3, H, W) -> PNG bytes (no matplotlib: fast enough for a play button)."""
     return encode_png(image, compress_level=1)
-
-
-def enlarge(images: torch.Tensor, height: int = 128) -> torch.Tensor:
-    """uint8 (..., 3, h, w) -> nearest-neighbour enlarged by the integer factor that makes it about ``height`` tall."""
-    factor = max(1, height // images.shape[-2])
-    return images.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
 
 
 def side_by_side(images: list[torch.Tensor], gap: int = 4) -> torch.Tensor:

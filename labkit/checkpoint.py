@@ -115,6 +115,11 @@ def save_snapshot(ema_model: nn.Module, config: LabConfig, step: int) -> Path:
     return path
 
 
+def stored_weights(checkpoint: dict, use_ema: bool = True) -> dict:
+    """The state dict to sample or fine-tune from: the EMA weights when kept (and ``use_ema``), else the raw ones."""
+    return checkpoint["ema"] if use_ema and checkpoint.get("ema") else checkpoint["model"]
+
+
 def load_model(
     run_dir: str | os.PathLike | None = None,
     which: str = "best",
@@ -136,7 +141,7 @@ def load_model(
     config = LabConfig.from_dict(checkpoint["config"])
     device = get_device(str(device) if device else None)
     model = build_model(config.model, config.data.image_size)
-    model.load_state_dict(checkpoint["ema"] if use_ema and checkpoint.get("ema") else checkpoint["model"])
+    model.load_state_dict(stored_weights(checkpoint, use_ema))
     model.to(device).eval().requires_grad_(False)
     schedule = NoiseSchedule.from_config(config.diffusion).to(device)
     model.checkpoint_step = checkpoint["step"]

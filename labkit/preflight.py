@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from labkit import data as data_module
 from labkit.config import ConfigError, LabConfig, resolve_path
 from labkit.judge import course_files, judge_paths, load_course_judge, load_shipped_judge
+from labkit.train import init_weights_path
 
 
 @dataclass
@@ -38,10 +39,11 @@ class PreflightReport:
 
 
 def check_init_from(config: LabConfig) -> None:
-    """``train.init_from`` names weights that exist (a file, or "reference" for the shipped model)."""
+    """``train.init_from`` names weights that exist (a file, or "reference" for the shipped model, SHA-256 checked)."""
     init_from = config.train.init_from
-    if init_from and init_from != "reference" and not resolve_path(init_from).is_file():
-        raise ConfigError(f"train.init_from = {init_from!r}: {resolve_path(init_from)} does not exist; name a checkpoint "
+    path = init_weights_path(init_from) if init_from else None  # the shipped model: a clear error when missing or changed
+    if path is not None and not path.is_file():
+        raise ConfigError(f"train.init_from = {init_from!r}: {path} does not exist; name a checkpoint "
                           f"(runs/NAME/checkpoints/last.pt or ema_XXXXXX.pt), \"reference\" for the shipped model, "
                           f"or leave it empty to train from scratch")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from labkit import synth
-from labkit.checkpoint import steps_before
+from labkit.checkpoint import steps_before, stored_weights
 from labkit.config import LabConfig, LabError, resolve_path
 from labkit.model import build_model
 from labkit.runtime import atomic_save, atomic_write_text, get_device
@@ -143,7 +143,7 @@ def export_model(checkpoint_path: str | os.PathLike, folder: str | os.PathLike |
     """
     folder = Path(folder or reference_dir())
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-    weights = checkpoint["ema"] if checkpoint.get("ema") else checkpoint["model"]
+    weights = stored_weights(checkpoint)
     config = LabConfig.from_dict(checkpoint["config"])
     for key, value in (sample_overrides or {}).items():
         setattr(config.sample, key, value)

@@ -48,6 +48,7 @@ from labkit.checkpoint import (  # noqa: F401  (load_model, find_checkpoint, sna
     save_snapshot,
     set_rng_state,
     snapshot_path,
+    stored_weights,
 )
 from labkit.config import ConfigError, LabConfig, resolve_path
 from labkit.model import build_model
@@ -438,12 +439,12 @@ def init_weights_path(init_from: str) -> Path:
 
 
 def initialize_from(state: TrainState, setup: RunSetup) -> None:
-    """Start a new run from the weights in ``train.init_from`` (a file, or "reference") (its EMA weights when it has them): the
-    model and its EMA begin there; the optimiser, LR schedule and step count start afresh (fine-tuning)."""
+    """Start a new run from the weights ``train.init_from`` names (a file, or "reference"; its EMA weights when it
+    keeps them): the model and its EMA begin there; the optimiser, LR schedule and step count start afresh."""
     path = init_weights_path(setup.config.train.init_from)
     checkpoint = read_checkpoint(path)
     check_resumable(checkpoint, setup.config, path)
-    weights = checkpoint["ema"] if checkpoint.get("ema") else checkpoint["model"]
+    weights = stored_weights(checkpoint)
     state.model.load_state_dict({key: value.float() for key, value in weights.items()})
     if state.ema is not None:
         state.ema.model.load_state_dict(state.model.state_dict())

@@ -276,7 +276,8 @@ def snapshot_run(config: LabConfig, steps: int, run_name: str | None, progress: 
     if run_name:
         named = copy.deepcopy(config)
         named.train.run_name = run_name
-        _, _, saved = load_model(named.run_dir, which="last")
+        find_checkpoint(named.run_dir, "last")  # a clear error when the run is not trained
+        saved = LabConfig.load(named.run_dir / "config.json")  # its settings, without loading its weights
         saved.train.runs_dir, saved.train.run_name = config.train.runs_dir, run_name
         return saved
     base = base_config(config, steps)

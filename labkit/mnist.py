@@ -180,9 +180,10 @@ def generate(model, schedule, num_images: int, folder: str | Path | None = None,
                     guidance_scale=guidance_scale, eta=0.0, seed=seed, batch_size=batch_size,
                     num_images=None if labels is not None else num_images, progress=progress)
     if folder is not None:
-        staging = staging_folder(folder)
+        target = Path(folder).resolve()  # a relative folder is under the current one, as before
+        staging = staging_folder(target)
         save_pngs(result.images, staging)
-        swap_folder(staging, Path(folder))
+        swap_folder(staging, target)
     return result
 
 

@@ -19,8 +19,9 @@ e.g. ``docs/learning_curve_points.json`` for the reference run's first 14,000 st
 
 Results are cached in ``RUN_DIR/learning_curve.json`` (a second call scores only new points).
 Prints a Markdown table with one standard error per accuracy (binomial over the 72 and 84
-objects), the steps each run needs to reach 0.5, 0.7 and 0.9 on both files, and writes the figure
-(accuracy against steps and against training hours).
+objects), the steps each run needs to reach 0.5, 0.7 and 0.9 on both files, the step at which the
+first run reaches each other run's best point (on both files) with the ratio of the two step counts,
+and writes the figure (accuracy against steps and against training hours).
 """
 
 from __future__ import annotations
@@ -127,6 +128,19 @@ def steps_to_reach(points: dict[int, dict], threshold: float) -> int | None:
     return None
 
 
+def best_point(points: dict[int, dict]) -> int:
+    """The step of a curve's best point (by the mean of both files; the earlier step on a tie)."""
+    return max(sorted(points), key=lambda step: sum(points[step][split]["accuracy"] for split in lab.SPLITS))
+
+
+def steps_to_match(points: dict[int, dict], target: dict) -> int | None:
+    """The first measured step at which ``points`` reach ``target``'s accuracy on both files (None when none does)."""
+    for step in sorted(points):
+        if all(points[step][split]["accuracy"] >= target[split]["accuracy"] for split in lab.SPLITS):
+            return step
+    return None
+
+
 def curve_figure(curves: dict[str, dict], judge_text: str, path: Path) -> None:
     import matplotlib
 
@@ -218,6 +232,14 @@ def main() -> None:
     for name, curve in curves.items():
         print(f"{name}: steps to reach 0.5 / 0.7 / 0.9 on both files: "
               + " / ".join(str(curve["reach"][str(t)]) for t in THRESHOLDS))
+    first_name, first = next(iter(curves.items()))
+    for name, curve in list(curves.items())[1:]:
+        best = best_point(curve["points"])
+        target = curve["points"][best]
+        matched = steps_to_match(first["points"], target)
+        ratio = f" ({matched / best:.2g} of its steps)" if matched else ""
+        print(f"{name}'s best: test {target['test']['accuracy']:.3f}, new_test {target['new_test']['accuracy']:.3f} at step "
+              f"{best:,}; {first_name} reaches it on both files at step {matched if matched is None else f'{matched:,}'}{ratio}")
     curve_figure(curves, judge_text, args.figure)
 
 

@@ -4,7 +4,8 @@
     labkit.experiments.run("schedules", config)            # from a notebook
 
 Training comparisons (one run per variant, same data, seeds and number of steps, in ``runs/exp-NAME-VARIANT/``;
-a finished run is reused, an unfinished one continued):
+a finished run is reused, an unfinished one continued; the variant that keeps the profile's recipe shares
+``runs/exp-base/`` with the other experiments):
 
 - ``timesteps``: T = 100, 500, 1000 training timesteps (sampled with the same sampler and steps);
 - ``schedules``: β schedules linear, quadratic, sigmoid, cosine (with their loss curves);
@@ -171,7 +172,7 @@ def run_training_experiment(name: str, config: LabConfig, steps: int, judge, con
     """One run per variant of ``TRAINING_EXPERIMENTS[name]``, scored on both files with the default sampler."""
     result = ExperimentResult(name, judge_label(judge))
     for variant, overrides in TRAINING_EXPERIMENTS[name]:
-        variant_cfg = variant_config(config, f"exp-{name}-{_slug(variant)}", steps, overrides)
+        variant_cfg = variant_run_config(config, name, variant, steps, overrides)
         model, schedule, minutes = train_variant(variant_cfg, progress, training_set)
         row = score(model, schedule, variant_cfg, judge, conditions, label_space)
         log = read_log(variant_cfg.run_dir)
@@ -179,6 +180,23 @@ def run_training_experiment(name: str, config: LabConfig, steps: int, judge, con
         result.rows.append({"variant": variant, **row, "steps": steps, "train_minutes": minutes, "final_loss": final_loss,
                             "run": variant_cfg.run_name})
     return result
+
+
+def same_recipe(first: LabConfig, second: LabConfig) -> bool:
+    """Whether two configs train the same model the same way (run name and snapshots aside)."""
+    def recipe(config):
+        values = config.to_dict()
+        values["train"] = {key: value for key, value in values["train"].items() if key not in ("run_name", "snapshot_every")}
+        return values
+    return recipe(first) == recipe(second)
+
+
+def variant_run_config(config: LabConfig, name: str, variant: str, steps: int, overrides: dict) -> LabConfig:
+    """The config of one variant's run, ``runs/exp-NAME-VARIANT/``; a variant that keeps the profile's recipe
+    (e.g. T = 1000 in ``timesteps``) shares ``exp-base`` with the other experiments instead of training it again."""
+    own = variant_config(config, f"exp-{name}-{_slug(variant)}", steps, overrides)
+    base = base_config(config, steps)
+    return base if same_recipe(own, base) else own
 
 
 def base_config(config: LabConfig, steps: int) -> LabConfig:

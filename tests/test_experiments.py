@@ -40,7 +40,7 @@ def test_a_training_experiment_keeps_one_run_per_variant(setup):
                                                  progress=False, training_set=training_set)
     assert [row["variant"] for row in result.rows] == ["embedding", "channels"]
     runs = {row["run"] for row in result.rows}
-    assert runs == {"exp-conditioning-embedding", "exp-conditioning-channels"}
+    assert runs == {experiments.BASE_RUN, "exp-conditioning-channels"}  # "embedding" is the profile's own recipe
     for row in result.rows:
         assert (config.run_dir.parent / row["run"] / "checkpoints" / "last.pt").exists()
         assert row["test"]["objects"] == 72 and row["new_test"]["objects"] == 84
@@ -53,6 +53,16 @@ def test_a_training_experiment_keeps_one_run_per_variant(setup):
     assert any("against" in note for note in result.notes)
     judge.holdout = AccuracyResult(0.991, 1784, 1800, "synthetic judge", "held-out")  # a judge with a known held-out accuracy
     assert experiments.judge_label(judge) == "synthetic judge (held-out accuracy 0.991)"
+
+
+def test_only_a_variant_that_changes_the_recipe_trains_its_own_run(setup):
+    config = setup[0]
+    assert config.diffusion.schedule == "cosine" and config.diffusion.prediction_type != "epsilon"
+    shared = experiments.variant_run_config(config, "schedules", "cosine", 3, {"diffusion.schedule": "cosine"})
+    assert shared.run_name == experiments.BASE_RUN and shared.train.steps == 3
+    own = experiments.variant_run_config(config, "prediction", "epsilon", 3, {"diffusion.prediction_type": "epsilon"})
+    assert own.run_name == "exp-prediction-epsilon" and own.diffusion.prediction_type == "epsilon"
+    assert not experiments.same_recipe(own, shared)
 
 
 def test_sampling_experiments_share_one_base_run(setup):

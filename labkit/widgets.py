@@ -15,6 +15,7 @@ from labkit.config import ConfigError
 from labkit.figures import as_uint8
 from labkit.images import resize_to, to_model_range
 from labkit.labels import ConditionError, LabelSpace
+from labkit.metrics import top_k_selection
 from labkit.sample import SAMPLERS, sample_conditions
 from labkit.sampler_comparison import DEFAULT_SETTINGS, SamplerSetting, check_setting, compare_samplers, steps_of
 from labkit.schedules import SCHEDULES, NoiseSchedule
@@ -229,9 +230,9 @@ def image_captions(images: torch.Tensor, label_lists, judge=None, label_space=No
     captions = [_names(labels) for labels in label_lists]
     if judge is None:
         return captions
-    names = (label_space or LabelSpace.default()).names
-    for i, (row, labels) in enumerate(zip(judge.probabilities(resize_to(images)), label_lists)):
-        hits = sum(names[j] in labels for j in row.topk(len(labels)).indices.tolist())
+    wanted = (label_space or LabelSpace.default()).encode(label_lists)  # (B, 24)
+    selected, wanted, _ = top_k_selection(judge.probabilities(resize_to(images)), wanted)  # the course's top-k rule
+    for i, (hits, labels) in enumerate(zip((selected * wanted).sum(dim=1).int().tolist(), label_lists)):
         captions[i] += f"<br><span style='color: #666'>judge finds {hits}/{len(labels)}</span>"
     return captions
 

@@ -7,6 +7,8 @@ import torch
 
 pytest.importorskip("ipywidgets")
 
+from labkit import widgets  # noqa: E402
+from labkit.labels import LabelSpace  # noqa: E402
 from labkit.schedules import NoiseSchedule  # noqa: E402
 from labkit.widgets import PIXELATED, ScheduleExplorer, png_size  # noqa: E402
 
@@ -331,3 +333,22 @@ def test_sampler_comparison_refuses_a_bad_setting_and_is_busy_while_sampling(tin
     assert [control.disabled for control in comparison.controls] == [False, False, False, False, False, False, False]
     assert "sampling failed" in comparison.status.value and "out of memory" in comparison.status.value
     assert STALE not in comparison.columns[0].tiles.widget._dom_classes
+
+
+def test_image_captions_count_the_judges_top_k_hits():
+    space = LabelSpace.default()
+    wanted = [["gray cube"], ["red sphere", "cyan cube"]]
+
+    class KnownJudge:  # finds "gray cube" first in image 0; in image 1 "red sphere", then a wrong "blue cube"
+        def probabilities(self, images):
+            probabilities = torch.zeros(len(images), 24)
+            probabilities[0, space.index["gray cube"]] = 0.9
+            probabilities[1, space.index["red sphere"]] = 0.9
+            probabilities[1, space.index["blue cube"]] = 0.8
+            probabilities[1, space.index["cyan cube"]] = 0.1
+            return probabilities
+
+    captions = widgets.image_captions(torch.zeros(2, 3, 32, 32), wanted, KnownJudge(), space)
+    assert captions[0].startswith("gray cube") and "judge finds 1/1" in captions[0]
+    assert captions[1].startswith("red sphere, cyan cube") and "judge finds 1/2" in captions[1]
+    assert widgets.image_captions(torch.zeros(2, 3, 32, 32), wanted) == ["gray cube", "red sphere, cyan cube"]

@@ -6,8 +6,8 @@
 Each RUN_DIR is a training run made with ``train.snapshot_every`` set, so that it keeps the EMA
 weights of every N-th step (``checkpoints/ema_XXXXXX.pt``). For each run and each asked step
 that has a snapshot (default: doubling counts 1k, 2k, 4k, … and the last snapshot), the script
-samples ``test.json`` and ``new_test.json`` with the run's own sampler (per-image seeds, the same
-for every point), scores them with the judge (the course checkpoint when present, else the
+samples ``test.json`` and ``new_test.json`` with the run's own sampler or the one ``--samplers``
+names for it (per-image seeds, the same for every point), scores them with the judge (the course checkpoint when present, else the
 synthetic judge; its name and held-out accuracy are printed), and takes the best guidance scale
 of ``--scales`` (the mean over both files, the course formula per file). A run trained with
 ``train.ema_decay = 0`` keeps its raw weights (the students'-style recipe has no EMA).
@@ -43,7 +43,7 @@ from labkit import lab  # noqa: E402
 from labkit.config import LabConfig  # noqa: E402
 from labkit.evaluate import load_judge  # noqa: E402
 from labkit.model import build_model  # noqa: E402
-from labkit.sample import sample_conditions  # noqa: E402
+from labkit.sample import SAMPLERS, sample_conditions  # noqa: E402
 from labkit.schedules import NoiseSchedule  # noqa: E402
 from labkit.checkpoint import steps_before  # noqa: E402
 from labkit.train import read_log  # noqa: E402
@@ -90,17 +90,42 @@ def wall_hours_at(log: list[dict], step: int) -> float:
     return (total + previous) / 3600
 
 
-def score_point(path: Path, scales: list[float], judge, device) -> dict:
-    """Accuracy on both files at each guidance scale; the best scale by the mean of both files."""
+def parse_sampler(text: str) -> dict:
+    """"own" -> {} (the run's own sampler); "NAME-STEPS" or "NAME-STEPS-ETA" (e.g. "ddim-50-1") -> its settings."""
+    if text == "own":
+        return {}
+    parts = text.split("-")
+    try:
+        name, steps, eta = parts[0], int(parts[1]), float(parts[2]) if len(parts) > 2 else 0.0
+    except (IndexError, ValueError):
+        name = None
+    if name not in SAMPLERS or len(parts) > 3:
+        raise SystemExit(f"--samplers: {text!r} is not 'own' or NAME-STEPS[-ETA] with NAME one of {', '.join(SAMPLERS)}, "
+                         f"e.g. ddim-50-1 or dpmsolver++-20")
+    return {"sampler": name, "num_inference_steps": steps, "eta": eta}
+
+
+def sampler_text(config, overrides: dict) -> str:
+    """"ddim-50 (eta 1)" or "dpmsolver++-20": the sampler a point was scored with."""
+    name = overrides.get("sampler", config.sample.sampler)
+    steps = overrides.get("num_inference_steps", config.sample.num_inference_steps)
+    eta = overrides.get("eta", config.sample.eta)
+    return f"{name}-{steps}" + (f" (eta {eta:g})" if name == "ddim" else "")
+
+
+def score_point(path: Path, scales: list[float], judge, device, sampler: dict | None = None) -> dict:
+    """Accuracy on both files at each guidance scale; the best scale by the mean of both files.
+    sampler: settings that replace the run's own sampler (:func:`parse_sampler`); default its own."""
     model, schedule, config = load_snapshot(path, device)
+    sampler = sampler or {}
     source = data_module.resolve_source(config.data, render=False)
-    point = {"sampler": f"{config.sample.sampler}-{config.sample.num_inference_steps}", "by_scale": {}}
+    point = {"sampler": sampler_text(config, sampler), "by_scale": {}}
     for scale in scales:
         row = {}
         for split in lab.SPLITS:
             conditions = source.conditions(split)
             result = sample_conditions(model, schedule, conditions, config, source.label_space,
-                                       guidance_scale=scale, progress=False)
+                                       guidance_scale=scale, progress=False, **sampler)
             accuracy = judge.accuracy(lab.upsample_for_output(result.images), source.label_space.encode(conditions))
             row[split] = {"accuracy": accuracy.accuracy, "hits": accuracy.hits, "total": accuracy.total}
         point["by_scale"][str(scale)] = row
@@ -184,6 +209,8 @@ def main() -> None:
     parser.add_argument("--names", nargs="*", default=None, help="a display name per run (default: folder names)")
     parser.add_argument("--steps", nargs="*", type=int, default=None, help="steps to score (default: 1k, 2k, 4k, … and the last)")
     parser.add_argument("--scales", nargs="+", type=float, default=[1.5, 2.0, 3.0, 4.0], help="guidance scales tried per point")
+    parser.add_argument("--samplers", nargs="*", default=None,
+                        help="a sampler per run: 'own' (its config's) or NAME-STEPS[-ETA], e.g. ddim-50-1")
     parser.add_argument("--figure", type=Path, default=ROOT / "report_figures" / "learning_curve.png")
     parser.add_argument("--earlier", type=Path, default=None, help="points scored before (JSON from --save-points), put in front of the first run")
     parser.add_argument("--save-points", type=Path, default=None, help="write the first run's points (earlier ones included) to this JSON file")
@@ -191,12 +218,15 @@ def main() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
     device = torch.device("cpu") if not torch.cuda.is_available() else torch.device("cuda")
     names = args.names or [run.name for run in args.runs]
+    samplers = [parse_sampler(text) for text in (args.samplers or ["own"] * len(args.runs))]
+    if len(samplers) != len(args.runs):
+        raise SystemExit(f"--samplers: give one per run ({len(args.runs)}), 'own' for a run's own sampler")
     first_config = LabConfig.load(args.runs[0] / "config.json")
     judge = load_judge(first_config, device=device, progress=True)
     judge_text = f"{judge.name}" + (f" (held-out {judge.holdout.accuracy:.3f})" if judge.holdout else "")
     print(f"judge: {judge}")
     curves = {}
-    for name, run in zip(names, args.runs):
+    for name, run, sampler in zip(names, args.runs, samplers):
         cache_path = run / "learning_curve.json"
         cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
         found = snapshots(run)
@@ -208,9 +238,9 @@ def main() -> None:
             earlier = json.loads(args.earlier.read_text())
             points.update({int(step): point for step, point in earlier["points"].items()})
         for step in steps:
-            key = f"{step}|{','.join(map(str, args.scales))}|{judge.name}"
+            key = f"{step}|{','.join(map(str, args.scales))}|{judge.name}" + (f"|{json.dumps(sampler)}" if sampler else "")
             if key not in cache:
-                cache[key] = score_point(found[step], args.scales, judge, device)
+                cache[key] = score_point(found[step], args.scales, judge, device, sampler)
                 cache_path.write_text(json.dumps(cache, indent=2) + "\n")
             total_step = start_step + step
             points[total_step] = dict(cache[key], wall_hours=start_hours + wall_hours_at(log, step))

@@ -36,3 +36,12 @@ def test_steps_to_reach_and_to_match_need_both_files(learning_curve):
 def test_doubling_steps_keep_the_last_snapshot(learning_curve):
     assert learning_curve.doubling_steps([500, 1000, 1500, 2000, 2500]) == [1000, 2000, 2500]
     assert learning_curve.doubling_steps([], start=1000) == []
+
+
+def test_a_sampler_per_run_is_parsed_or_refused(learning_curve):
+    assert learning_curve.parse_sampler("own") == {}
+    assert learning_curve.parse_sampler("ddim-50-1") == {"sampler": "ddim", "num_inference_steps": 50, "eta": 1.0}
+    assert learning_curve.parse_sampler("dpmsolver++-20")["sampler"] == "dpmsolver++"
+    for wrong in ("ddim", "ddim-x", "euler-20", "ddim-50-1-2"):
+        with pytest.raises(SystemExit, match="NAME-STEPS"):
+            learning_curve.parse_sampler(wrong)

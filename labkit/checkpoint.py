@@ -131,7 +131,7 @@ def load_model(
 
     ``run_dir`` defaults to ``config.run_dir``; ``which`` is "best" (falls back to "last"), "last"
     or a snapshot name; the EMA weights are used unless ``use_ema=False``. The model is in eval
-    mode and has ``model.checkpoint_step``.
+    mode and has ``model.checkpoint_step`` and ``model.checkpoint_path`` (the file it was read from).
     """
     if run_dir is None:
         if config is None:
@@ -144,5 +144,5 @@ def load_model(
     model.load_state_dict(stored_weights(checkpoint, use_ema))
     model.to(device).eval().requires_grad_(False)
     schedule = NoiseSchedule.from_config(config.diffusion).to(device)
-    model.checkpoint_step = checkpoint["step"]
+    model.checkpoint_step, model.checkpoint_path = checkpoint["step"], find_checkpoint(run_dir, which)
     return model, schedule, config

@@ -13,7 +13,8 @@ a finished run is reused, an unfinished one continued; the variant that keeps th
 - ``prediction``: the network predicts ε, v or x0;
 - ``batch_size``: 16 against 160 images per step, at an equal number of updates.
 
-Sampling comparisons (one trained run, ``runs/exp-base/``, or ``run_name=`` an existing one):
+Sampling comparisons (one trained run, ``runs/exp-base/``, or ``run_name=`` an existing one; each score is kept in
+``outputs/experiments/NAME/scores.json`` and reused while the checkpoint, settings, label files and judge are the same):
 
 - ``guidance``: the guidance scale w from 1 to 10 in steps of 0.5;
 - ``samplers``: DDPM with 10 to 1000 steps, DDIM (η = 0 and 1), DPM-Solver++, with seconds per image;
@@ -32,6 +33,7 @@ and a difference smaller than two standard errors of the difference is reported 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import time
@@ -240,12 +242,41 @@ def run_sampling_experiment(name: str, config: LabConfig, steps: int, judge, con
     else:  # ema
         raw, _, _ = load_model(config=base, which="last", use_ema=False)
         variants = [("raw weights", {"model": raw}), ("EMA weights", {"model": model})]
+    cache_path = experiment_folder(name) / "scores.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    reused = 0
     for variant, overrides in variants:
         chosen = overrides.pop("model", model)
-        row = score(chosen, schedule, base, judge, conditions, label_space, **overrides)
-        result.rows.append({"variant": variant, **row})
+        key = score_key(chosen, base, judge, conditions, variant, overrides)
+        if key is None:  # a model not read from a checkpoint file: nothing to recognise it by
+            result.rows.append({"variant": variant, **score(chosen, schedule, base, judge, conditions, label_space, **overrides)})
+            continue
+        if key in cache:
+            reused += 1
+        else:
+            cache[key] = score(chosen, schedule, base, judge, conditions, label_space, **overrides)
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            cache_path.write_text(json.dumps(cache, indent=1) + "\n")
+        result.rows.append({"variant": variant, **cache[key]})
     result.notes.append(f"run: {base.run_name} (step {getattr(model, 'checkpoint_step', '?')})")
+    if reused:
+        result.notes.append(f"{reused} of {len(variants)} rows reused from {cache_path} (the same checkpoint, settings, "
+                            f"label files and judge; their seconds per image are from that earlier run)")
     return result
+
+
+def score_key(model, config: LabConfig, judge, conditions: dict, variant: str, overrides: dict) -> str | None:
+    """What a sampling experiment's score depends on, as a string: the checkpoint file (path, size, time, step),
+    the variant and its settings, the run's sampling config, the label files and the judge. None for a model
+    that was not read from a checkpoint file (``model.checkpoint_path``, set by :func:`load_model`)."""
+    path = getattr(model, "checkpoint_path", None)
+    if path is None or not Path(path).exists():
+        return None
+    stat = Path(path).stat()
+    checkpoint = [str(path), stat.st_size, stat.st_mtime_ns, getattr(model, "checkpoint_step", None)]
+    labels = hashlib.sha256(json.dumps(conditions, sort_keys=True).encode()).hexdigest()[:16]
+    return json.dumps({"checkpoint": checkpoint, "variant": variant, "settings": overrides,
+                       "sample": config.to_dict()["sample"], "labels": labels, "judge": judge_label(judge)}, sort_keys=True)
 
 
 # ---- several checkpoints of one run ---------------------------------------------------------------

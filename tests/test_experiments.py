@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -77,6 +78,25 @@ def test_sampling_experiments_share_one_base_run(setup):
     assert any(note.startswith("over 3 seeds: mean") for note in seeds.notes)
     assert [path.name for path in config.run_dir.parent.iterdir()] == [experiments.BASE_RUN]
     assert experiments.run_checkpoints(config.run_dir.parent / experiments.BASE_RUN) == {1: "ema_000001", 2: "last"}
+
+
+def test_sampling_scores_are_reused_until_the_checkpoint_or_settings_change(setup, monkeypatch):
+    config, judge, conditions, label_space, training_set = setup
+    first = experiments.run_sampling_experiment("seeds", config, 2, judge, conditions, label_space, progress=False,
+                                                seeds=2, training_set=training_set)
+    calls = []
+    original = experiments.score
+    monkeypatch.setattr(experiments, "score", lambda *args, **kwargs: calls.append(kwargs) or original(*args, **kwargs))
+    again = experiments.run_sampling_experiment("seeds", config, 2, judge, conditions, label_space, progress=False,
+                                                seeds=3, training_set=training_set)
+    assert [row["test"] for row in again.rows[:2]] == [row["test"] for row in first.rows]
+    assert len(calls) == 1 and calls[0]["seed"] == config.sample.seed + 2000  # only the new seed was sampled
+    assert any(note.startswith("2 of 3 rows reused from") for note in again.notes)
+    last = config.run_dir.parent / experiments.BASE_RUN / "checkpoints" / "last.pt"
+    os.utime(last, ns=(last.stat().st_atime_ns, last.stat().st_mtime_ns + 10**9))  # the run was trained again
+    experiments.run_sampling_experiment("seeds", config, 2, judge, conditions, label_space, progress=False,
+                                        seeds=3, training_set=training_set)
+    assert len(calls) == 4
 
 
 def test_sampler_variants_stay_within_the_timesteps():

@@ -36,7 +36,7 @@ from labkit import figures, lab  # noqa: E402
 from labkit.config import get_config  # noqa: E402
 from labkit.evaluate import load_judge  # noqa: E402
 from labkit.sample import sample_conditions  # noqa: E402
-from labkit.train import load_model, read_log, train  # noqa: E402
+from labkit.train import load_model, read_log, train, training_seconds  # noqa: E402
 
 
 def recipes(steps: int, ablations: bool = False) -> dict:
@@ -67,17 +67,6 @@ def recipes(steps: int, ablations: bool = False) -> dict:
                 variant.train.run_name = f"learning_labkit_{section}_{key}_{value}_{steps}"
             found[f"labkit {name}"] = variant
     return found
-
-
-def training_seconds(log: list[dict]) -> float:
-    """Training wall time from ``log.csv``: ``elapsed_s`` restarts at 0 when a run is resumed, so
-    the time is the sum of each segment's last ``elapsed_s`` (a finished run is not retrained)."""
-    total, previous = 0.0, 0.0
-    for entry in log:
-        if entry["elapsed_s"] < previous:
-            total += previous
-        previous = entry["elapsed_s"]
-    return total + previous
 
 
 def main() -> None:

@@ -46,7 +46,7 @@ from labkit.model import build_model  # noqa: E402
 from labkit.sample import SAMPLERS, sample_conditions  # noqa: E402
 from labkit.schedules import NoiseSchedule  # noqa: E402
 from labkit.checkpoint import steps_before  # noqa: E402
-from labkit.train import read_log  # noqa: E402
+from labkit.train import read_log, training_seconds  # noqa: E402
 
 THRESHOLDS = (0.5, 0.7, 0.9)
 
@@ -79,15 +79,8 @@ def load_snapshot(path: Path, device):
 
 
 def wall_hours_at(log: list[dict], step: int) -> float:
-    """Training hours up to ``step`` from log.csv (``elapsed_s`` restarts at 0 on each resume)."""
-    total, previous = 0.0, 0.0
-    for entry in log:
-        if entry["elapsed_s"] < previous:
-            total += previous
-        previous = entry["elapsed_s"]
-        if entry["step"] >= step:
-            break
-    return (total + previous) / 3600
+    """Training hours up to ``step`` from log.csv (every segment of a resumed run)."""
+    return training_seconds(log, step) / 3600
 
 
 def parse_sampler(text: str) -> dict:

@@ -50,7 +50,7 @@ from labkit.judge_training import load_judge
 from labkit.lab import DENOISING_LABELS, SPLITS, run_train, upsample_for_output
 from labkit.preflight import preflight
 from labkit.sample import sample_conditions
-from labkit.train import read_log
+from labkit.train import read_log, training_seconds
 
 TRAINING_EXPERIMENTS = {
     "timesteps": [(f"T={t}", {"diffusion.num_train_timesteps": t}) for t in (100, 500, 1000)],
@@ -160,7 +160,8 @@ def variant_config(config: LabConfig, run_name: str, steps: int, overrides: dict
 def train_variant(config: LabConfig, progress: bool, training_set=None) -> tuple:
     """Train (or reuse, or continue) the variant's run; returns (EMA model, schedule, training minutes)."""
     result = run_train(config, training_set=training_set, progress=progress, resume=True)
-    minutes = (read_log(config.run_dir)[-1]["elapsed_s"] / 60) if read_log(config.run_dir) else result.wall_s / 60
+    log = read_log(config.run_dir)
+    minutes = training_seconds(log) / 60 if log else result.wall_s / 60  # every segment of a resumed run
     model, schedule, _ = load_model(config=config, which="last", use_ema=config.sample.use_ema)
     return model, schedule, minutes
 

@@ -748,6 +748,19 @@ def read_log(run_dir: str | os.PathLike) -> list[dict]:
                 for row in csv.DictReader(file)]
 
 
+def training_seconds(log: list[dict], up_to_step: float | None = None) -> float:
+    """Training wall time from :func:`read_log` rows (up to ``up_to_step``, default all): ``elapsed_s``
+    restarts at 0 when a run is resumed, so the time is the sum of each segment's last ``elapsed_s``."""
+    total, previous = 0.0, 0.0
+    for entry in log:
+        if entry["elapsed_s"] < previous:  # a new segment: the run was resumed
+            total += previous
+        previous = entry["elapsed_s"]
+        if up_to_step is not None and entry["step"] >= up_to_step:
+            break
+    return total + previous
+
+
 def _maybe_tensorboard(run_dir: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter

@@ -19,7 +19,7 @@ from factories import free_port, make_tiny_config, make_training_set
 from labkit.model import build_model
 from labkit.reference import export_model
 from labkit.schedules import NoiseSchedule
-from labkit.train import EMA, diffusion_loss, drop_labels, lr_factor, read_log, train
+from labkit.train import EMA, diffusion_loss, drop_labels, lr_factor, read_log, train, training_seconds
 
 
 def fixed_batch_loss(model, schedule, x0, labels, seed=123):
@@ -275,3 +275,11 @@ def test_accuracies_measured_during_training_go_to_the_log(tmp_path):
     assert result.best_accuracy == 0.625 and (config.run_dir / "checkpoints" / "best.pt").exists()
     fig = figures.training_accuracy_figure(rows, judge="synthetic judge")
     assert len(fig.axes[1].lines) == 2
+
+
+def test_training_seconds_add_up_the_segments_of_a_resumed_run():
+    log = [{"step": 25, "elapsed_s": 10.0}, {"step": 50, "elapsed_s": 20.0},  # stopped after step 50
+           {"step": 75, "elapsed_s": 9.0}, {"step": 100, "elapsed_s": 19.0}]  # resumed: the clock restarts at 0
+    assert training_seconds(log) == pytest.approx(39.0)
+    assert training_seconds(log, up_to_step=75) == pytest.approx(29.0)
+    assert training_seconds([]) == 0.0

@@ -15,7 +15,8 @@ of ``--scales`` (the mean over both files, the course formula per file). A run t
 A run started from other weights (``train.init_from``) is plotted after them: its steps and hours
 are counted from the step and training time of the weights it started from. ``--earlier FILE`` puts
 points scored before (a JSON file written by ``--save-points``) in front of the first run's curve,
-e.g. ``docs/learning_curve_points.json`` for the reference run's first 14,000 steps.
+e.g. ``docs/learning_curve_points.json`` for the reference run's first 14,000 steps (with ``start``, the
+step and hours a continuation in them began at, which the figure marks).
 
 Results are cached in ``RUN_DIR/learning_curve.json`` (a second call scores only new points).
 Prints a Markdown table with one standard error per accuracy (binomial over the 72 and 84
@@ -167,13 +168,15 @@ def curve_figure(curves: dict[str, dict], judge_text: str, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for (name, curve), color in zip(curves.items(), ("tab:blue", "tab:orange", "tab:green", "tab:red")):
-        steps = sorted(curve["points"])
-        for split, style in zip(lab.SPLITS, ("-o", "--s")):
-            values = [curve["points"][s][split]["accuracy"] for s in steps]
-            errors = [standard_error(v, curve["points"][s][split]["total"]) for v, s in zip(values, steps)]
-            hours = [curve["points"][s]["wall_hours"] for s in steps]
-            axes[0].errorbar(steps, values, yerr=errors, fmt=style, color=color, label=f"{name}: {split}", capsize=2)
-            axes[1].plot(hours, values, style, color=color, label=f"{name}: {split}")
+        # one line per segment: the earlier points (--earlier) and the run's own are timed by different runs
+        for index, steps in enumerate(curve.get("segments") or [sorted(curve["points"])]):
+            for split, style in zip(lab.SPLITS, ("-o", "--s")):
+                values = [curve["points"][s][split]["accuracy"] for s in steps]
+                errors = [standard_error(v, curve["points"][s][split]["total"]) for v, s in zip(values, steps)]
+                hours = [curve["points"][s]["wall_hours"] for s in steps]
+                label = f"{name}: {split}" if index == 0 else None
+                axes[0].errorbar(steps, values, yerr=errors, fmt=style, color=color, label=label, capsize=2)
+                axes[1].plot(hours, values, style, color=color, label=label)
         if curve.get("start"):  # a run continued from other weights (train.init_from): where it began
             steps_at, hours_at = curve["start"]
             for axis, x in zip(axes, (steps_at, hours_at)):
@@ -226,10 +229,11 @@ def main() -> None:
         steps = [s for s in (args.steps or doubling_steps(sorted(found))) if s in found]
         log = read_log(run)
         start_step, start_hours = start_of(run)
-        points = {}
+        points, earlier_start = {}, None
         if args.earlier and not curves:
             earlier = json.loads(args.earlier.read_text())
             points.update({int(step): point for step, point in earlier["points"].items()})
+            earlier_start = earlier.get("start")  # where the earlier points' run was continued from, if it was
         for step in steps:
             key = f"{step}|{','.join(map(str, args.scales))}|{judge.name}" + (f"|{json.dumps(sampler)}" if sampler else "")
             if key not in cache:
@@ -240,10 +244,14 @@ def main() -> None:
             p = points[total_step]
             print(f"{name} step {total_step}: test {p['test']['accuracy']:.3f}, new_test {p['new_test']['accuracy']:.3f} "
                   f"(w = {p['best_scale']}, {p['sampler']}, {p['wall_hours']:.2f} h)", flush=True)
-        curves[name] = {"points": points, "reach": {str(t): steps_to_reach(points, t) for t in THRESHOLDS},
-                        "start": (start_step, start_hours) if start_step else None}
+        own = sorted(start_step + step for step in steps)
+        segments = [sorted(set(points) - set(own)), own] if earlier_start is not None or len(points) > len(own) else [own]
+        curves[name] = {"points": points, "segments": [segment for segment in segments if segment],
+                        "reach": {str(t): steps_to_reach(points, t) for t in THRESHOLDS},
+                        "start": (start_step, start_hours) if start_step else earlier_start}
         if args.save_points and len(curves) == 1:
-            saved = {"name": name, "judge": judge_text, "points": {str(step): point for step, point in sorted(points.items())}}
+            saved = {"name": name, "judge": judge_text, "start": curves[name]["start"],
+                     "points": {str(step): point for step, point in sorted(points.items())}}
             args.save_points.write_text(json.dumps(saved, indent=1) + "\n")
 
     print(f"\n| run | steps | hours | w | test.json | new_test.json |\n|---|---:|---:|---:|---:|---:|")

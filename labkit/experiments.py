@@ -479,6 +479,7 @@ def run(name: str, config: LabConfig, steps: int | None = None, run_name: str | 
                                          run_name=run_name, seeds=seeds)
     add_comparisons(result)
     trained = f"the run {run_name}" if run_name and name not in TRAINING_EXPERIMENTS else f"{steps} steps per run"
-    result.notes.append(f"wall time {time.perf_counter() - start:.0f} s ({config.profile} profile, {trained})")
+    result.notes.append(f"wall time of this call {time.perf_counter() - start:.0f} s ({config.profile} profile, {trained}; "
+                        f"runs and scores kept from an earlier call are reused, not redone)")
     write_result(result, config)
     return result

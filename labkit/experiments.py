@@ -49,6 +49,7 @@ from labkit.data import resolve_source
 from labkit.judge_training import load_judge
 from labkit.lab import DENOISING_LABELS, SPLITS, run_train, upsample_for_output
 from labkit.preflight import preflight
+from labkit.runtime import atomic_write_text
 from labkit.sample import sample_conditions
 from labkit.train import read_log, training_seconds
 
@@ -244,8 +245,7 @@ def run_sampling_experiment(name: str, config: LabConfig, steps: int, judge, con
         raw, _, _ = load_model(config=base, which="last", use_ema=False)
         variants = [("raw weights", {"model": raw}), ("EMA weights", {"model": model})]
     cache_path = experiment_folder(name) / "scores.json"
-    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    reused = 0
+    cache, reused = read_scores(cache_path), 0
     for variant, overrides in variants:
         chosen = overrides.pop("model", model)
         key = score_key(chosen, base, judge, conditions, variant, overrides)
@@ -256,14 +256,23 @@ def run_sampling_experiment(name: str, config: LabConfig, steps: int, judge, con
             reused += 1
         else:
             cache[key] = score(chosen, schedule, base, judge, conditions, label_space, **overrides)
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            cache_path.write_text(json.dumps(cache, indent=1) + "\n")
+            atomic_write_text(json.dumps(cache, indent=1) + "\n", cache_path)  # a kill mid-write keeps the old file
         result.rows.append({"variant": variant, **cache[key]})
     result.notes.append(f"run: {base.run_name} (step {getattr(model, 'checkpoint_step', '?')})")
     if reused:
         result.notes.append(f"{reused} of {len(variants)} rows reused from {cache_path} (the same checkpoint, settings, "
                             f"label files and judge; their seconds per image are from that earlier run)")
     return result
+
+
+def read_scores(path: Path) -> dict:
+    """The kept scores of a sampling experiment ({key: row}); {} when there are none or the file is unreadable
+    (then every row is scored again and the file rewritten)."""
+    try:
+        scores = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return scores if isinstance(scores, dict) else {}
 
 
 def score_key(model, config: LabConfig, judge, conditions: dict, variant: str, overrides: dict) -> str | None:

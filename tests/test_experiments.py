@@ -97,6 +97,11 @@ def test_sampling_scores_are_reused_until_the_checkpoint_or_settings_change(setu
     experiments.run_sampling_experiment("seeds", config, 2, judge, conditions, label_space, progress=False,
                                         seeds=3, training_set=training_set)
     assert len(calls) == 4
+    scores = experiments.experiment_folder("seeds") / "scores.json"
+    scores.write_text('{"truncated')  # an unreadable file: everything is scored again, the file rewritten
+    experiments.run_sampling_experiment("seeds", config, 2, judge, conditions, label_space, progress=False,
+                                        seeds=3, training_set=training_set)
+    assert len(calls) == 7 and len(json.loads(scores.read_text())) == 3
 
 
 def test_sampler_variants_stay_within_the_timesteps():

@@ -169,7 +169,7 @@ def curve_figure(curves: dict[str, dict], judge_text: str, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for (name, curve), color in zip(curves.items(), ("tab:blue", "tab:orange", "tab:green", "tab:red")):
         # one line per segment: the earlier points (--earlier) and the run's own are timed by different runs
-        for index, steps in enumerate(curve.get("segments") or [sorted(curve["points"])]):
+        for index, steps in enumerate(curve["segments"]):
             for split, style in zip(lab.SPLITS, ("-o", "--s")):
                 values = [curve["points"][s][split]["accuracy"] for s in steps]
                 errors = [standard_error(v, curve["points"][s][split]["total"]) for v, s in zip(values, steps)]
@@ -245,7 +245,7 @@ def main() -> None:
             print(f"{name} step {total_step}: test {p['test']['accuracy']:.3f}, new_test {p['new_test']['accuracy']:.3f} "
                   f"(w = {p['best_scale']}, {p['sampler']}, {p['wall_hours']:.2f} h)", flush=True)
         own = sorted(start_step + step for step in steps)
-        segments = [sorted(set(points) - set(own)), own] if earlier_start is not None or len(points) > len(own) else [own]
+        segments = [sorted(set(points) - set(own)), own]  # the earlier points (if any), then the run's own
         curves[name] = {"points": points, "segments": [segment for segment in segments if segment],
                         "reach": {str(t): steps_to_reach(points, t) for t in THRESHOLDS},
                         "start": (start_step, start_hours) if start_step else earlier_start}

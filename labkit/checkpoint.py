@@ -137,12 +137,13 @@ def load_model(
         if config is None:
             raise ValueError("load_model needs run_dir or config")
         run_dir = config.run_dir
-    checkpoint = read_checkpoint(find_checkpoint(run_dir, which))
+    path = find_checkpoint(run_dir, which)
+    checkpoint = read_checkpoint(path)
     config = LabConfig.from_dict(checkpoint["config"])
     device = get_device(str(device) if device else None)
     model = build_model(config.model, config.data.image_size)
     model.load_state_dict(stored_weights(checkpoint, use_ema))
     model.to(device).eval().requires_grad_(False)
     schedule = NoiseSchedule.from_config(config.diffusion).to(device)
-    model.checkpoint_step, model.checkpoint_path = checkpoint["step"], find_checkpoint(run_dir, which)
+    model.checkpoint_step, model.checkpoint_path = checkpoint["step"], path
     return model, schedule, config

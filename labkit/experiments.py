@@ -248,16 +248,16 @@ def run_sampling_experiment(name: str, config: LabConfig, steps: int, judge, con
     cache, reused = read_scores(cache_path), 0
     for variant, overrides in variants:
         chosen = overrides.pop("model", model)
-        key = score_key(chosen, base, judge, conditions, variant, overrides)
-        if key is None:  # a model not read from a checkpoint file: nothing to recognise it by
-            result.rows.append({"variant": variant, **score(chosen, schedule, base, judge, conditions, label_space, **overrides)})
-            continue
+        key = score_key(chosen, base, judge, conditions, variant, overrides)  # None: nothing to recognise it by
         if key in cache:
             reused += 1
+            row = cache[key]
         else:
-            cache[key] = score(chosen, schedule, base, judge, conditions, label_space, **overrides)
-            atomic_write_text(json.dumps(cache, indent=1) + "\n", cache_path)  # a kill mid-write keeps the old file
-        result.rows.append({"variant": variant, **cache[key]})
+            row = score(chosen, schedule, base, judge, conditions, label_space, **overrides)
+            if key is not None:
+                cache[key] = row
+                atomic_write_text(json.dumps(cache, indent=1) + "\n", cache_path)  # a kill mid-write keeps the old file
+        result.rows.append({"variant": variant, **row})
     result.notes.append(f"run: {base.run_name} (step {getattr(model, 'checkpoint_step', '?')})")
     if reused:
         result.notes.append(f"{reused} of {len(variants)} rows reused from {cache_path} (the same checkpoint, settings, "

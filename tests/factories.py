@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
+from pathlib import Path
 
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative_path: str):
+    """A script of the project that is not in a package (``benchmarks/…``, ``notebooks/…``), imported as a module."""
+    path = ROOT / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_tiny_config(root, backend: str = "compact", **overrides):

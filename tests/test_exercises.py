@@ -4,7 +4,6 @@ empty exercise with a helpful message but runs through once the solutions are pa
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import re
@@ -14,20 +13,14 @@ import nbformat
 import pytest
 import torch
 
+from factories import load_script
 from labkit import exercises
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 
 
-def load_generator():
-    spec = importlib.util.spec_from_file_location("make_student", NOTEBOOKS / "make_student.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-make_student = load_generator()
+make_student = load_script("notebooks/make_student.py")
 
 
 def exercise_cells(notebook) -> list[str]:

@@ -10,6 +10,8 @@ Every file is written atomically (temp file + rename), so a crash never leaves a
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import random
@@ -87,9 +89,15 @@ class RunError(LabError, ValueError):
     """A run folder that cannot be continued with these settings; the message says how to go on."""
 
 
-def check_resumable(checkpoint: dict, config: LabConfig, path: Path) -> None:
-    """Refuse to resume when the model or data would not match the checkpoint."""
+def check_resumable(checkpoint: dict, config: LabConfig, path: Path, adds_object_attention: bool = False) -> None:
+    """Refuse to resume when the model or data would not match the checkpoint.
+
+    ``adds_object_attention``: a fine-tune may add object attention (``model.object_attention_levels``) to a
+    model trained without it; every other model setting must match.
+    """
     saved = LabConfig.from_dict(checkpoint["config"])
+    if adds_object_attention and not saved.model.object_attention_levels:
+        saved.model = dataclasses.replace(saved.model, object_attention_levels=config.model.object_attention_levels)
     for section in ("model", "diffusion"):
         if getattr(saved, section) != getattr(config, section):
             raise RunError(

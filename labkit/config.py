@@ -261,6 +261,9 @@ class ModelConfig(Section):
     layers_per_block: int = limit(2, minimum=1)
     attention_levels: tuple[bool, ...] = (False, False, True, True)  # per resolution level
     attention_head_dim: int = limit(32, minimum=1)
+    # per resolution level: each block also attends to the image's object tokens (compact backend, "embedding"
+    # conditioning), so a position can take its shape and colour from one object; () = none
+    object_attention_levels: tuple[bool, ...] = ()
     norm_groups: int = limit(32, minimum=1)
     dropout: float = limit(0.0, minimum=0.0, maximum=0.99)
 
@@ -359,6 +362,18 @@ def model_problems(model: ModelConfig, image_size: int) -> list[str]:
             f"model.attention_levels has {len(model.attention_levels)} entries but model.channel_mults has "
             f"{len(model.channel_mults)}; give one bool per resolution level"
         )
+    if model.object_attention_levels:
+        if len(model.object_attention_levels) != len(model.channel_mults):
+            found.append(
+                f"model.object_attention_levels has {len(model.object_attention_levels)} entries but "
+                f"model.channel_mults has {len(model.channel_mults)}; give one bool per resolution level, or () for none"
+            )
+        if model.backend != "compact" or model.conditioning != "embedding" or model.num_classes == 0:
+            found.append(
+                "model.object_attention_levels needs model.backend = 'compact', model.conditioning = 'embedding' and "
+                "labels (num_classes > 0); "
+                "set object_attention_levels = () for this model"
+            )
     for mult in model.channel_mults:
         width = model.base_channels * mult
         if width % model.norm_groups:
@@ -367,8 +382,9 @@ def model_problems(model: ModelConfig, image_size: int) -> list[str]:
                 f"{model.base_channels} x {mult} = {width}; change norm_groups or base_channels"
             )
             break
-    for mult, attention in zip(model.channel_mults, model.attention_levels):
-        if attention and (model.base_channels * mult) % model.attention_head_dim:
+    object_levels = model.object_attention_levels or (False,) * len(model.channel_mults)
+    for mult, attention, objects in zip(model.channel_mults, model.attention_levels, object_levels):
+        if (attention or objects) and (model.base_channels * mult) % model.attention_head_dim:
             found.append(
                 f"model.attention_head_dim={model.attention_head_dim} must divide {model.base_channels * mult} "
                 f"channels at an attention level; change attention_head_dim or base_channels"

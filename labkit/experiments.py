@@ -391,6 +391,16 @@ def add_comparisons(result: ExperimentResult) -> None:
                             f"best {max(means):.3f}, worst {min(means):.3f}")
 
 
+def label_rises(xs: list[float], near: float = 2.0, step: int = 8) -> list[int]:
+    """Vertical offsets (points) for the labels of points at increasing log-scale ``xs``: a label within a factor
+    ``near`` of the previous one goes ``step`` points above it (up to three rows), so close labels do not overlap."""
+    rises = []
+    for i, x in enumerate(xs):
+        close = i > 0 and x < near * xs[i - 1]
+        rises.append((rises[-1] + step) % (3 * step) if close else 0)
+    return rises
+
+
 def experiment_figure(result: ExperimentResult, runs: dict | None = None):
     """Accuracy ± one standard error per variant (both files); the training experiments add the loss curves,
     ``samplers`` plots accuracy against seconds per image, ``guidance`` against w."""
@@ -415,8 +425,10 @@ def experiment_figure(result: ExperimentResult, runs: dict | None = None):
             axis.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
         axis.errorbar(xs, values, yerr=errors, fmt=marker, capsize=3, label=f"{split}.json", linestyle="-" if result.name == "guidance" else "none")
     if result.name == "samplers":
-        for row in result.rows:
-            axis.annotate(row["variant"], (row["seconds_per_image"], row["mean"]), fontsize=6, alpha=0.7)
+        rows = sorted(result.rows, key=lambda row: row["seconds_per_image"])
+        for row, rise in zip(rows, label_rises([row["seconds_per_image"] for row in rows])):
+            axis.annotate(row["variant"], (row["seconds_per_image"], row["mean"]), xytext=(3, rise),
+                          textcoords="offset points", fontsize=6, alpha=0.7)
     axis.set_ylabel("accuracy (± 1 SE)")
     axis.set_ylim(0, 1.02)
     axis.grid(alpha=0.3)

@@ -18,6 +18,13 @@ Conditioning (``ModelConfig.conditioning``):
   classifier-free guidance: :class:`LabelEmbedding` maps it to a learned null vector.
 * ``"channels"``: the ablation that feeds the 24-dim multi-hot as 24 extra constant input
   channels (no label embedding); the null condition is then 24 zero channels.
+
+Object attention (``ModelConfig.object_attention_levels``, compact backend): the embedding above is
+one vector for the whole image, so a model must work out from the noise which position takes
+which object's colour and shape. With object attention, the blocks of the flagged levels also
+attend to the image's object tokens (:class:`ObjectTokens`: one learned vector per wanted object,
+or the null token), so each position can read one object. Its output projections start at zero,
+so it can be added to a trained model (``train.init_from``) without changing what it draws.
 """
 
 from __future__ import annotations
@@ -167,6 +174,48 @@ class SelfAttention(nn.Module):
         return x + self.out(h)
 
 
+class ObjectTokens(nn.Module):
+    """The image's objects as attention tokens: one learned vector per class plus one for the null condition.
+
+    Every image shares the (num_classes + 1, dim) table; its (B, num_classes + 1) bool mask keeps the
+    tokens of the objects it asks for (the null token alone for the all-zero null row).
+    """
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(num_classes + 1, dim) * 0.02)
+
+    def forward(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        present = labels > 0  # (B, num_classes)
+        is_null = ~present.any(dim=1, keepdim=True)  # (B, 1)
+        return self.table, torch.cat([present, is_null], dim=1)  # (T, dim), (B, T)
+
+
+class ObjectAttention(nn.Module):
+    """Cross-attention from every position to the image's object tokens, with GroupNorm before and a
+    residual connection; the output projection starts at zero, so adding it to a trained model
+    changes nothing until it is trained. (B, C, H, W), tokens (T, D), mask (B, T) -> (B, C, H, W)."""
+
+    def __init__(self, channels: int, token_dim: int, head_dim: int, groups: int):
+        super().__init__()
+        self.heads = channels // head_dim
+        self.norm = nn.GroupNorm(groups, channels)
+        self.query = nn.Conv2d(channels, channels, 1)
+        self.key_value = nn.Linear(token_dim, 2 * channels)
+        self.out = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        head_dim = channels // self.heads
+        q = self.query(self.norm(x)).reshape(batch, self.heads, head_dim, height * width).transpose(-1, -2)
+        k, v = self.key_value(tokens).reshape(len(tokens), 2, self.heads, head_dim).permute(1, 2, 0, 3)  # (heads, T, d)
+        q, k, v = q, k.to(q.dtype).expand(batch, -1, -1, -1), v.to(q.dtype).expand(batch, -1, -1, -1)
+        h = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])  # (B, heads, H·W, head_dim)
+        return x + self.out(h.transpose(-1, -2).reshape(batch, channels, height, width))
+
+
 class Downsample(nn.Module):
     """3x3 conv with stride 2: (B, C, H, W) -> (B, C, H/2, W/2)."""
 
@@ -257,11 +306,18 @@ class Level(nn.Module):
     """One resolution level of the UNet: ResBlocks, each followed by attention when flagged,
     then an optional resampler (Downsample on the way down, Upsample on the way up)."""
 
-    def __init__(self, blocks: list[ResBlock], attention: list[nn.Module], resample: nn.Module | None):
+    def __init__(self, blocks: list[ResBlock], attention: list[nn.Module], resample: nn.Module | None,
+                 object_attention: list[nn.Module] | None = None):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.attention = nn.ModuleList(attention)
         self.resample = resample if resample is not None else nn.Identity()
+        self.object_attention = nn.ModuleList(object_attention or [nn.Identity() for _ in blocks])
+
+
+def attend_to_objects(module: nn.Module, h: torch.Tensor, objects) -> torch.Tensor:
+    """``module(h, *objects)`` where ``module`` is an :class:`ObjectAttention`; ``h`` unchanged otherwise."""
+    return module(h, *objects) if isinstance(module, ObjectAttention) else h
 
 
 class CompactUNet(ConditionalUNet):
@@ -301,37 +357,48 @@ class CompactUNet(ConditionalUNet):
         def attention(level: int, width: int) -> nn.Module:
             return SelfAttention(width, cfg.attention_head_dim, groups) if cfg.attention_levels[level] else nn.Identity()
 
+        object_levels = cfg.object_attention_levels or (False,) * len(channels)
+        self.object_tokens = ObjectTokens(cfg.num_classes, embedding_dim) if any(object_levels) else None
+
+        def object_attention(level: int, width: int) -> nn.Module:
+            if not object_levels[level]:
+                return nn.Identity()
+            return ObjectAttention(width, embedding_dim, cfg.attention_head_dim, groups)
+
         # down path
         self.down = nn.ModuleList()
         skip_channels, width = [], channels[0]
         for i, out in enumerate(channels):
-            blocks, attentions = [], []
+            blocks, attentions, objects = [], [], []
             for _ in range(cfg.layers_per_block):
                 blocks.append(ResBlock(width, out, embedding_dim, groups, dropout))
                 attentions.append(attention(i, out))
+                objects.append(object_attention(i, out))
                 width = out
                 skip_channels.append(width)
             last = i == len(channels) - 1
-            self.down.append(Level(blocks, attentions, None if last else Downsample(width)))
+            self.down.append(Level(blocks, attentions, None if last else Downsample(width), objects))
 
         # middle
         self.mid_block1 = ResBlock(width, width, embedding_dim, groups, dropout)
         self.mid_attention = attention(len(channels) - 1, width)
+        self.mid_object_attention = object_attention(len(channels) - 1, width)
         self.mid_block2 = ResBlock(width, width, embedding_dim, groups, dropout)
 
         # up path (deepest level first)
         self.up = nn.ModuleList()
         for i in reversed(range(len(channels))):
             out = channels[i]
-            blocks, attentions = [], []
+            blocks, attentions, objects = [], [], []
             for _ in range(cfg.layers_per_block):
                 blocks.append(ResBlock(width + skip_channels.pop(), out, embedding_dim, groups, dropout))
                 attentions.append(attention(i, out))
+                objects.append(object_attention(i, out))
                 width = out
             resample = Upsample(width, channels[i - 1]) if i > 0 else None
             if i > 0:
                 width = channels[i - 1]
-            self.up.append(Level(blocks, attentions, resample))
+            self.up.append(Level(blocks, attentions, resample, objects))
 
         self.norm_out = nn.GroupNorm(groups, width)
         self.conv_out = nn.Conv2d(width, 3, 3, padding=1)
@@ -348,33 +415,39 @@ class CompactUNet(ConditionalUNet):
         embedding = self.embed(timesteps, labels)  # (B, E)
         if self.conditioning == "channels" and labels is not None:
             x_t = torch.cat([x_t, label_channels(labels.to(x_t.dtype), *x_t.shape[-2:])], dim=1)  # (B, 27, S, S)
+        objects = self.object_tokens(labels) if self.object_tokens is not None else None  # (T, E), (B, T)
         h = self.conv_in(x_t)  # (B, c_0, S, S)
         skips = []
         for level in self.down:
-            for block, attention in zip(level.blocks, level.attention):
-                h = attention(block(h, embedding))  # (B, c_i, S_i, S_i)
+            for block, attention, object_attention in zip(level.blocks, level.attention, level.object_attention):
+                h = attend_to_objects(object_attention, attention(block(h, embedding)), objects)  # (B, c_i, S_i, S_i)
                 skips.append(h)
             h = level.resample(h)  # (B, c_i, S_i / 2, S_i / 2) except at the last level
-        h = self.mid_block2(self.mid_attention(self.mid_block1(h, embedding)), embedding)
+        h = attend_to_objects(self.mid_object_attention, self.mid_attention(self.mid_block1(h, embedding)), objects)
+        h = self.mid_block2(h, embedding)
         for level in self.up:
-            for block, attention in zip(level.blocks, level.attention):
+            for block, attention, object_attention in zip(level.blocks, level.attention, level.object_attention):
                 h = attention(block(torch.cat([h, skips.pop()], dim=1), embedding))  # (B, c_i, S_i, S_i)
+                h = attend_to_objects(object_attention, h, objects)
             h = level.resample(h)  # (B, c_{i-1}, 2 S_i, 2 S_i) except at the first level
         return self.conv_out(F.silu(self.norm_out(h)))  # (B, 3, S, S)
 
     def stages(self) -> list[tuple[str, nn.Module]]:
         def level_stages(side: str, index: int, level: Level) -> list[tuple[str, nn.Module]]:
             named = []
-            for j, (block, attention) in enumerate(zip(level.blocks, level.attention)):
+            for j, (block, attention, objects) in enumerate(zip(level.blocks, level.attention, level.object_attention)):
                 named.append((f"{side}[{index}].block[{j}]", block))
                 named.append((f"{side}[{index}].attention[{j}]", attention))
+                named.append((f"{side}[{index}].object_attention[{j}]", objects))
             named.append((f"{side}[{index}].{type(level.resample).__name__.lower()}", level.resample))
             return named
 
-        named = [("time_mlp", self.time_mlp), ("label_embedding", self.label_embedding), ("conv_in", self.conv_in)]
+        named = [("time_mlp", self.time_mlp), ("label_embedding", self.label_embedding), ("object_tokens", self.object_tokens),
+                 ("conv_in", self.conv_in)]
         for i, level in enumerate(self.down):
             named += level_stages("down", i, level)
-        named += [("mid.block1", self.mid_block1), ("mid.attention", self.mid_attention), ("mid.block2", self.mid_block2)]
+        named += [("mid.block1", self.mid_block1), ("mid.attention", self.mid_attention),
+                  ("mid.object_attention", self.mid_object_attention), ("mid.block2", self.mid_block2)]
         for k, level in enumerate(self.up):  # deepest first; named by resolution level
             named += level_stages("up", len(self.up) - 1 - k, level)
         named.append(("conv_out", self.conv_out))

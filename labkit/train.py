@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from labkit import data as data_module
 from labkit.checkpoint import (  # noqa: F401  (load_model, find_checkpoint, snapshot_path: also reachable as labkit.train.*)
     INITIALISED_FROM,
+    RunError,
     check_resumable,
     checkpoint_dir,
     find_checkpoint,
@@ -438,14 +439,21 @@ def init_weights_path(init_from: str) -> Path:
     return verified_path("model.pt") if init_from == "reference" else resolve_path(init_from)
 
 
+ADDED_MODULES = ("object_tokens.", "mid_object_attention.")  # what a fine-tune may add to the weights it starts from
+
+
 def initialize_from(state: TrainState, setup: RunSetup) -> None:
     """Start a new run from the weights ``train.init_from`` names (a file, or "reference"; its EMA weights when it
     keeps them): the model and its EMA begin there; the optimiser, LR schedule and step count start afresh."""
     path = init_weights_path(setup.config.train.init_from)
     checkpoint = read_checkpoint(path)
-    check_resumable(checkpoint, setup.config, path)
-    weights = stored_weights(checkpoint)
-    state.model.load_state_dict({key: value.float() for key, value in weights.items()})
+    check_resumable(checkpoint, setup.config, path, adds_object_attention=True)
+    weights = {key: value.float() for key, value in stored_weights(checkpoint).items()}
+    missing, unexpected = state.model.load_state_dict(weights, strict=False)
+    not_added = [key for key in missing if not key.startswith(ADDED_MODULES) and ".object_attention." not in key]
+    if not_added or unexpected:
+        raise RunError(f"{path} does not hold this model's weights (missing {not_added[:4]}, unexpected "
+                       f"{unexpected[:4]}); set train.init_from to weights of the same model")
     if state.ema is not None:
         state.ema.model.load_state_dict(state.model.state_dict())
     if setup.is_main:  # what the run started from, so its steps and hours can be counted on from there

@@ -189,3 +189,11 @@ def test_denoising_rows_figure_labels_rows_and_columns():
     plt.close(fig)
     with pytest.raises(ValueError, match="same number of frames"):
         figures.denoising_rows_figure({"a": torch.zeros(4, 3, 8, 8), "b": torch.zeros(3, 3, 8, 8)})
+
+
+def test_close_sampler_labels_are_stacked_and_far_ones_stay_on_their_point():
+    from labkit.experiments import label_rises
+
+    rises = label_rises([0.06, 0.1, 0.12, 0.15, 0.5, 9.0])  # seconds per image, increasing
+    assert rises[0] == 0 and rises[4] == 0 and rises[5] == 0
+    assert len(set(rises[:4])) == 3 and rises[1] != rises[0] and rises[2] != rises[1] and rises[3] != rises[2]

@@ -257,3 +257,36 @@ def test_profile_models_build():
     with torch.device("meta"):
         model = build_model(gpu.model, gpu.data.image_size)
     assert count_parameters(model) > 10_000_000
+
+
+def test_object_attention_starts_as_the_same_function_and_then_reads_only_the_wanted_objects():
+    plain = tiny_model("compact")
+    objects = build_model(tiny_model_config(object_attention_levels=(True, True)), SIZE).eval()
+    missing, unexpected = objects.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all("object" in key for key in missing)
+    x_t, timesteps, labels = inputs()
+    with torch.no_grad():
+        assert torch.equal(objects(x_t, timesteps, labels), plain(x_t, timesteps, labels))  # zero output projections
+        for module in objects.modules():
+            if type(module).__name__ == "ObjectAttention":
+                torch.nn.init.normal_(module.out.weight, std=0.1)
+        before = objects(x_t, timesteps, labels)
+        assert not torch.equal(before, plain(x_t, timesteps, labels))
+        absent = (labels.sum(dim=0) == 0).nonzero().flatten()  # classes no image asks for: their tokens are masked out
+        objects.object_tokens.table[absent] += 5.0
+        assert torch.allclose(objects(x_t, timesteps, labels), before, atol=1e-6)
+        wanted = labels[0].nonzero().flatten()[0]  # a wanted object's token changes that image
+        objects.object_tokens.table[wanted] += 5.0
+        assert not torch.allclose(objects(x_t, timesteps, labels)[0], before[0], atol=1e-4)
+        null = torch.zeros_like(labels)  # the null row attends to the null token alone: a finite, changed output
+        assert torch.isfinite(objects(x_t, timesteps, null)).all()
+    trace = dict(shape_trace(objects))
+    assert trace["down[1].object_attention[0]"] == (1, 32, SIZE // 2, SIZE // 2) and trace["object_tokens"] == (25, 64)
+
+
+def test_object_attention_settings_are_checked():
+    with pytest.raises(ValueError, match="object_attention_levels has 1 entries"):
+        build_model(tiny_model_config(object_attention_levels=(True,)), SIZE)
+    for changes in ({"backend": "diffusers"}, {"conditioning": "channels"}, {"num_classes": 0}):
+        with pytest.raises(ValueError, match="object_attention_levels needs model.backend = 'compact'"):
+            build_model(tiny_model_config(object_attention_levels=(False, True), **changes), SIZE)

@@ -163,6 +163,26 @@ def test_init_from_starts_a_new_run_at_the_other_runs_ema_weights(tmp_path):
         train(tuned, resume=True, progress=False, training_set=training_set)
 
 
+def test_init_from_may_add_object_attention_to_a_model_trained_without_it(tmp_path):
+    training_set = make_training_set(tmp_path, count=8)
+    source = make_tiny_config(tmp_path / "a", **{"train.steps": 2})
+    trained = train(source, resume=False, progress=False, training_set=training_set)
+    levels = [True] * len(source.model.channel_mults)
+    tuned = make_tiny_config(tmp_path / "b", **{"train.steps": 2, "train.init_from": str(trained.last_checkpoint),
+                                                "model.object_attention_levels": levels})
+    start = train(tuned, resume=True, progress=False, training_set=training_set, stop_at_step=0)
+    for name, value in trained.ema_model.state_dict().items():  # every weight it had, and the added ones start at zero output
+        assert torch.equal(start.model.state_dict()[name], value), name
+    added = [name for name in start.model.state_dict() if name not in trained.ema_model.state_dict()]
+    assert added and all("object" in name for name in added)
+    finished = train(tuned, resume=True, progress=False, training_set=training_set)
+    assert finished.step == 2
+    tuned.model.layers_per_block += 1  # any other change of the model is still refused
+    tuned.train.run_name = "other"
+    with pytest.raises(ValueError, match="different model config"):
+        train(tuned, resume=True, progress=False, training_set=training_set)
+
+
 def test_init_from_a_missing_file_is_refused_by_the_preflight(tmp_path):
     from labkit.config import ConfigError
     from labkit.preflight import check_init_from

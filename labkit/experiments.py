@@ -391,14 +391,25 @@ def add_comparisons(result: ExperimentResult) -> None:
                             f"best {max(means):.3f}, worst {min(means):.3f}")
 
 
-def label_rises(xs: list[float], near: float = 2.0, step: int = 8) -> list[int]:
-    """Vertical offsets (points) for the labels of points at increasing log-scale ``xs``: a label within a factor
-    ``near`` of the previous one goes ``step`` points above it (up to three rows), so close labels do not overlap."""
-    rises = []
+def label_positions(xs: list[float], ys: list[float], near: float = 2.0, gap: float = 0.06) -> list[tuple[float, float]]:
+    """Where to write the labels of points (xs increasing on a log scale, ys in accuracy units): a point alone keeps
+    its label beside it; the labels of a cluster (each x within a factor ``near`` of the previous) are stacked
+    ``gap`` apart from two gaps above the cluster's highest point, at its first x, so they do not overlap."""
+    clusters: list[list[int]] = []
     for i, x in enumerate(xs):
-        close = i > 0 and x < near * xs[i - 1]
-        rises.append((rises[-1] + step) % (3 * step) if close else 0)
-    return rises
+        if clusters and x < near * xs[clusters[-1][-1]]:
+            clusters[-1].append(i)
+        else:
+            clusters.append([i])
+    positions: list[tuple[float, float]] = [(0.0, 0.0)] * len(xs)
+    for cluster in clusters:
+        if len(cluster) == 1:
+            positions[cluster[0]] = (xs[cluster[0]], ys[cluster[0]])
+            continue
+        top = max(ys[i] for i in cluster) + 2 * gap  # clear of the error bars
+        for row, i in enumerate(cluster):
+            positions[i] = (xs[cluster[0]], top + row * gap)
+    return positions
 
 
 def experiment_figure(result: ExperimentResult, runs: dict | None = None):
@@ -426,9 +437,11 @@ def experiment_figure(result: ExperimentResult, runs: dict | None = None):
         axis.errorbar(xs, values, yerr=errors, fmt=marker, capsize=3, label=f"{split}.json", linestyle="-" if result.name == "guidance" else "none")
     if result.name == "samplers":
         rows = sorted(result.rows, key=lambda row: row["seconds_per_image"])
-        for row, rise in zip(rows, label_rises([row["seconds_per_image"] for row in rows])):
-            axis.annotate(row["variant"], (row["seconds_per_image"], row["mean"]), xytext=(3, rise),
-                          textcoords="offset points", fontsize=6, alpha=0.7)
+        places = label_positions([row["seconds_per_image"] for row in rows], [row["mean"] for row in rows])
+        for row, place in zip(rows, places):
+            point = (row["seconds_per_image"], row["mean"])
+            arrow = None if place == point else {"arrowstyle": "-", "lw": 0.4, "alpha": 0.5}
+            axis.annotate(row["variant"], point, xytext=place, fontsize=6, alpha=0.8, arrowprops=arrow)
     axis.set_ylabel("accuracy (± 1 SE)")
     axis.set_ylim(0, 1.02)
     axis.grid(alpha=0.3)

@@ -192,8 +192,11 @@ def test_denoising_rows_figure_labels_rows_and_columns():
 
 
 def test_close_sampler_labels_are_stacked_and_far_ones_stay_on_their_point():
-    from labkit.experiments import label_rises
+    from labkit.experiments import label_positions
 
-    rises = label_rises([0.06, 0.1, 0.12, 0.15, 0.5, 9.0])  # seconds per image, increasing
-    assert rises[0] == 0 and rises[4] == 0 and rises[5] == 0
-    assert len(set(rises[:4])) == 3 and rises[1] != rises[0] and rises[2] != rises[1] and rises[3] != rises[2]
+    xs = [0.06, 0.5, 0.6, 0.62, 9.0]  # seconds per image, increasing
+    ys = [0.3, 0.2, 0.4, 0.3, 0.35]
+    places = label_positions(xs, ys, gap=0.05)
+    assert places[0] == (0.06, 0.3) and places[4] == (9.0, 0.35)  # alone: beside the point
+    assert [place[0] for place in places[1:4]] == [0.5] * 3  # a cluster: one column, stacked above its highest point
+    assert [round(place[1], 3) for place in places[1:4]] == [0.5, 0.55, 0.6]

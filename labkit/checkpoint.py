@@ -11,7 +11,6 @@ Every file is written atomically (temp file + rename), so a crash never leaves a
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import os
 import random

@@ -211,7 +211,7 @@ class ObjectAttention(nn.Module):
         head_dim = channels // self.heads
         q = self.query(self.norm(x)).reshape(batch, self.heads, head_dim, height * width).transpose(-1, -2)
         k, v = self.key_value(tokens).reshape(len(tokens), 2, self.heads, head_dim).permute(1, 2, 0, 3)  # (heads, T, d)
-        q, k, v = q, k.to(q.dtype).expand(batch, -1, -1, -1), v.to(q.dtype).expand(batch, -1, -1, -1)
+        k, v = k.to(q.dtype).expand(batch, -1, -1, -1), v.to(q.dtype).expand(batch, -1, -1, -1)  # (B, heads, T, d)
         h = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])  # (B, heads, H·W, head_dim)
         return x + self.out(h.transpose(-1, -2).reshape(batch, channels, height, width))
 
@@ -313,6 +313,14 @@ class Level(nn.Module):
         self.attention = nn.ModuleList(attention)
         self.resample = resample if resample is not None else nn.Identity()
         self.object_attention = nn.ModuleList(object_attention or [nn.Identity() for _ in blocks])
+
+
+def object_attention_weights(model: nn.Module) -> set[str]:
+    """The state-dict keys of ``model``'s object tokens and object attention (what ``train.init_from`` may add)."""
+    return {
+        f"{name}.{key}" for name, module in model.named_modules() if isinstance(module, (ObjectTokens, ObjectAttention))
+        for key in module.state_dict()
+    }
 
 
 def attend_to_objects(module: nn.Module, h: torch.Tensor, objects) -> torch.Tensor:

@@ -52,7 +52,7 @@ from labkit.checkpoint import (  # noqa: F401  (load_model, find_checkpoint, sna
     stored_weights,
 )
 from labkit.config import ConfigError, LabConfig, resolve_path
-from labkit.model import build_model
+from labkit.model import build_model, object_attention_weights
 from labkit.reference import verified_path
 from labkit.runtime import (
     atomic_write_text,
@@ -439,9 +439,6 @@ def init_weights_path(init_from: str) -> Path:
     return verified_path("model.pt") if init_from == "reference" else resolve_path(init_from)
 
 
-ADDED_MODULES = ("object_tokens.", "mid_object_attention.")  # what a fine-tune may add to the weights it starts from
-
-
 def initialize_from(state: TrainState, setup: RunSetup) -> None:
     """Start a new run from the weights ``train.init_from`` names (a file, or "reference"; its EMA weights when it
     keeps them): the model and its EMA begin there; the optimiser, LR schedule and step count start afresh."""
@@ -450,7 +447,7 @@ def initialize_from(state: TrainState, setup: RunSetup) -> None:
     check_resumable(checkpoint, setup.config, path, adds_object_attention=True)
     weights = {key: value.float() for key, value in stored_weights(checkpoint).items()}
     missing, unexpected = state.model.load_state_dict(weights, strict=False)
-    not_added = [key for key in missing if not key.startswith(ADDED_MODULES) and ".object_attention." not in key]
+    not_added = sorted(set(missing) - object_attention_weights(state.model))  # a fine-tune may add only these
     if not_added or unexpected:
         raise RunError(f"{path} does not hold this model's weights (missing {not_added[:4]}, unexpected "
                        f"{unexpected[:4]}); set train.init_from to weights of the same model")

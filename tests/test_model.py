@@ -278,7 +278,7 @@ def test_object_attention_starts_as_the_same_function_and_then_reads_only_the_wa
         wanted = labels[0].nonzero().flatten()[0]  # a wanted object's token changes that image
         objects.object_tokens.table[wanted] += 5.0
         assert not torch.allclose(objects(x_t, timesteps, labels)[0], before[0], atol=1e-4)
-        null = torch.zeros_like(labels)  # the null row attends to the null token alone: a finite, changed output
+        null = torch.zeros_like(labels)  # the null row attends to the null token alone (no object is unmasked)
         assert torch.isfinite(objects(x_t, timesteps, null)).all()
     trace = dict(shape_trace(objects))
     assert trace["down[1].object_attention[0]"] == (1, 32, SIZE // 2, SIZE // 2) and trace["object_tokens"] == (25, 64)

@@ -267,6 +267,10 @@ class ModelConfig(Section):
     norm_groups: int = limit(32, minimum=1)
     dropout: float = limit(0.0, minimum=0.0, maximum=0.99)
 
+    def object_levels(self) -> tuple[bool, ...]:
+        """``object_attention_levels`` with () spelled out: one bool per resolution level."""
+        return self.object_attention_levels or (False,) * len(self.channel_mults)
+
 
 @dataclass
 class DiffusionConfig(Section):
@@ -382,8 +386,7 @@ def model_problems(model: ModelConfig, image_size: int) -> list[str]:
                 f"{model.base_channels} x {mult} = {width}; change norm_groups or base_channels"
             )
             break
-    object_levels = model.object_attention_levels or (False,) * len(model.channel_mults)
-    for mult, attention, objects in zip(model.channel_mults, model.attention_levels, object_levels):
+    for mult, attention, objects in zip(model.channel_mults, model.attention_levels, model.object_levels()):
         if (attention or objects) and (model.base_channels * mult) % model.attention_head_dim:
             found.append(
                 f"model.attention_head_dim={model.attention_head_dim} must divide {model.base_channels * mult} "

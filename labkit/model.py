@@ -365,7 +365,7 @@ class CompactUNet(ConditionalUNet):
         def attention(level: int, width: int) -> nn.Module:
             return SelfAttention(width, cfg.attention_head_dim, groups) if cfg.attention_levels[level] else nn.Identity()
 
-        object_levels = cfg.object_attention_levels or (False,) * len(channels)
+        object_levels = cfg.object_levels()
         self.object_tokens = ObjectTokens(cfg.num_classes, embedding_dim) if any(object_levels) else None
 
         def object_attention(level: int, width: int) -> nn.Module:

@@ -49,6 +49,7 @@ from labkit.checkpoint import (  # noqa: F401  (load_model, find_checkpoint, sna
     save_snapshot,
     set_rng_state,
     snapshot_path,
+    steps_before,
     stored_weights,
 )
 from labkit.config import ConfigError, LabConfig, resolve_path
@@ -439,6 +440,21 @@ def init_weights_path(init_from: str) -> Path:
     return verified_path("model.pt") if init_from == "reference" else resolve_path(init_from)
 
 
+def history_of_weights(path: Path, checkpoint: dict) -> tuple[int, float | None]:
+    """(optimiser steps, training seconds) behind the weights in ``path``. For a checkpoint or snapshot
+    inside a run (``<run>/checkpoints/FILE``) they include the weights that run started from, so a
+    fine-tune of a fine-tune counts from the first run; a snapshot's seconds come from the run's log.csv.
+    Seconds are None when unknown (e.g. a file from elsewhere without ``train_wall_s``)."""
+    step, seconds = int(checkpoint.get("step", 0)), checkpoint.get("train_wall_s")
+    run_dir = path.resolve().parent.parent
+    if path.resolve().parent.name != "checkpoints" or not (run_dir / "config.json").is_file():
+        return step, seconds
+    if seconds is None and (run_dir / "log.csv").is_file():
+        seconds = training_seconds(read_log(run_dir), step)
+    earlier_steps, earlier_seconds = steps_before(run_dir)
+    return step + earlier_steps, (None if seconds is None else seconds + earlier_seconds)
+
+
 def initialize_from(state: TrainState, setup: RunSetup) -> None:
     """Start a new run from the weights ``train.init_from`` names (a file, or "reference"; its EMA weights when it
     keeps them): the model and its EMA begin there; the optimiser, LR schedule and step count start afresh."""
@@ -454,7 +470,8 @@ def initialize_from(state: TrainState, setup: RunSetup) -> None:
     if state.ema is not None:
         state.ema.model.load_state_dict(state.model.state_dict())
     if setup.is_main:  # what the run started from, so its steps and hours can be counted on from there
-        start = {"init_from": str(path), "step": checkpoint.get("step", 0), "train_wall_s": checkpoint.get("train_wall_s")}
+        step, seconds = history_of_weights(path, checkpoint)
+        start = {"init_from": str(path), "step": step, "train_wall_s": seconds}
         setup.config.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(json.dumps(start, indent=1) + "\n", setup.config.run_dir / INITIALISED_FROM)
         print(f"initialised {setup.config.run_name} from {path} (trained {start['step']} steps there)")

@@ -19,7 +19,7 @@ from factories import free_port, make_tiny_config, make_training_set
 from labkit.model import build_model
 from labkit.reference import export_model
 from labkit.schedules import NoiseSchedule
-from labkit.train import EMA, diffusion_loss, drop_labels, lr_factor, read_log, train, training_seconds
+from labkit.train import EMA, diffusion_loss, drop_labels, lr_factor, read_log, snapshot_path, train, training_seconds
 
 
 def fixed_batch_loss(model, schedule, x0, labels, seed=123):
@@ -161,6 +161,25 @@ def test_init_from_starts_a_new_run_at_the_other_runs_ema_weights(tmp_path):
     tuned.train.run_name = "other"
     with pytest.raises(ValueError, match="different model config"):
         train(tuned, resume=True, progress=False, training_set=training_set)
+
+
+def test_a_fine_tune_of_a_fine_tune_counts_the_steps_and_hours_of_every_run_before_it(tmp_path):
+    training_set = make_training_set(tmp_path, count=8)
+    first = train(make_tiny_config(tmp_path / "a", **{"train.steps": 3}), resume=False, progress=False,
+                  training_set=training_set)
+    second_config = make_tiny_config(tmp_path / "b", **{"train.steps": 2, "train.snapshot_every": 2,
+                                                        "train.init_from": str(first.last_checkpoint)})
+    train(second_config, resume=True, progress=False, training_set=training_set)
+    first_seconds = training_seconds(read_log(first.last_checkpoint.parents[1]))
+    assert json.loads((second_config.run_dir / "initialised_from.json").read_text()) == {
+        "init_from": str(first.last_checkpoint), "step": 3, "train_wall_s": first_seconds}
+    snapshot = snapshot_path(second_config.run_dir, 2)  # a snapshot of the fine-tune: 3 + 2 steps behind it
+    third_config = make_tiny_config(tmp_path / "c", **{"train.steps": 1, "train.init_from": str(snapshot)})
+    train(third_config, resume=True, progress=False, training_set=training_set, stop_at_step=0)
+    start = json.loads((third_config.run_dir / "initialised_from.json").read_text())
+    second_seconds = training_seconds(read_log(second_config.run_dir), 2)
+    assert start["step"] == 3 + 2 and second_seconds > 0
+    assert start["train_wall_s"] == pytest.approx(first_seconds + second_seconds)
 
 
 def test_init_from_may_add_object_attention_to_a_model_trained_without_it(tmp_path):

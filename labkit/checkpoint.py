@@ -10,6 +10,7 @@ Every file is written atomically (temp file + rename), so a crash never leaves a
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import os
@@ -35,6 +36,44 @@ def steps_before(run_dir: str | os.PathLike) -> tuple[int, float]:
         return 0, 0.0
     start = json.loads(path.read_text())
     return int(start.get("step") or 0), float(start.get("train_wall_s") or 0.0)
+
+
+def read_log(run_dir: str | os.PathLike) -> list[dict]:
+    """The rows of ``log.csv`` as dicts of numbers (the accuracy columns are None where not measured)."""
+    path = Path(run_dir) / "log.csv"
+    if not path.exists():
+        return []
+    with path.open() as file:
+        return [{key: float(value) if value not in ("", None) else None for key, value in row.items()}
+                for row in csv.DictReader(file)]
+
+
+def training_seconds(log: list[dict], up_to_step: float | None = None) -> float:
+    """Training wall time from :func:`read_log` rows (up to ``up_to_step``, default all): ``elapsed_s``
+    restarts at 0 when a run is resumed, so the time is the sum of each segment's last ``elapsed_s``."""
+    total, previous = 0.0, 0.0
+    for entry in log:
+        if entry["elapsed_s"] < previous:  # a new segment: the run was resumed
+            total += previous
+        previous = entry["elapsed_s"]
+        if up_to_step is not None and entry["step"] >= up_to_step:
+            break
+    return total + previous
+
+
+def history_of_weights(path: Path, checkpoint: dict) -> tuple[int, float | None]:
+    """(optimiser steps, training seconds) behind the weights in ``path``. For a checkpoint or snapshot
+    inside a run (``<run>/checkpoints/FILE``) they include the weights that run started from, so a
+    fine-tune of a fine-tune counts from the first run; a snapshot's seconds come from the run's log.csv.
+    Seconds are None when unknown (e.g. a file from elsewhere without ``train_wall_s``)."""
+    step, seconds = int(checkpoint.get("step", 0)), checkpoint.get("train_wall_s")
+    run_dir = path.resolve().parent.parent
+    if path.resolve().parent.name != "checkpoints" or not (run_dir / "config.json").is_file():
+        return step, seconds
+    if seconds is None and (run_dir / "log.csv").is_file():
+        seconds = training_seconds(read_log(run_dir), step)
+    earlier_steps, earlier_seconds = steps_before(run_dir)
+    return step + earlier_steps, (None if seconds is None else seconds + earlier_seconds)
 
 
 def checkpoint_dir(run_dir: str | os.PathLike) -> Path:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from labkit import synth
-from labkit.checkpoint import steps_before, stored_weights
+from labkit.checkpoint import history_of_weights, stored_weights
 from labkit.config import LabConfig, LabError, resolve_path
 from labkit.model import build_model
 from labkit.runtime import atomic_save, atomic_write_text, get_device
@@ -148,8 +148,7 @@ def export_model(checkpoint_path: str | os.PathLike, folder: str | os.PathLike |
     for key, value in (sample_overrides or {}).items():
         setattr(config.sample, key, value)
     state = {key: value.detach().to(torch.float16) for key, value in weights.items()}
-    earlier_steps, _ = steps_before(Path(checkpoint_path).resolve().parents[1])  # run/checkpoints/FILE
-    step = earlier_steps + int(checkpoint["step"])
+    step, _ = history_of_weights(Path(checkpoint_path), checkpoint)
     atomic_save({"config": config.to_dict(), "step": step, "model": state, **(extra or {})},
                 folder / MODEL_FILE)
     _record(folder, [MODEL_FILE])

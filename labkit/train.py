@@ -21,7 +21,6 @@ import copy
 import csv
 import json
 import math
-import os
 import random
 import signal
 import threading
@@ -36,21 +35,23 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from labkit import data as data_module
-from labkit.checkpoint import (  # noqa: F401  (load_model, find_checkpoint, snapshot_path: also reachable as labkit.train.*)
+from labkit.checkpoint import (  # noqa: F401  (load_model, find_checkpoint, snapshot_path, read_log, training_seconds: also reachable as labkit.train.*)
     INITIALISED_FROM,
     RunError,
     check_resumable,
     checkpoint_dir,
     find_checkpoint,
+    history_of_weights,
     load_model,
     read_checkpoint,
+    read_log,
     rng_state,
     save_checkpoint,
     save_snapshot,
     set_rng_state,
     snapshot_path,
-    steps_before,
     stored_weights,
+    training_seconds,
 )
 from labkit.config import ConfigError, LabConfig, resolve_path
 from labkit.model import build_model, object_attention_weights
@@ -440,21 +441,6 @@ def init_weights_path(init_from: str) -> Path:
     return verified_path("model.pt") if init_from == "reference" else resolve_path(init_from)
 
 
-def history_of_weights(path: Path, checkpoint: dict) -> tuple[int, float | None]:
-    """(optimiser steps, training seconds) behind the weights in ``path``. For a checkpoint or snapshot
-    inside a run (``<run>/checkpoints/FILE``) they include the weights that run started from, so a
-    fine-tune of a fine-tune counts from the first run; a snapshot's seconds come from the run's log.csv.
-    Seconds are None when unknown (e.g. a file from elsewhere without ``train_wall_s``)."""
-    step, seconds = int(checkpoint.get("step", 0)), checkpoint.get("train_wall_s")
-    run_dir = path.resolve().parent.parent
-    if path.resolve().parent.name != "checkpoints" or not (run_dir / "config.json").is_file():
-        return step, seconds
-    if seconds is None and (run_dir / "log.csv").is_file():
-        seconds = training_seconds(read_log(run_dir), step)
-    earlier_steps, earlier_seconds = steps_before(run_dir)
-    return step + earlier_steps, (None if seconds is None else seconds + earlier_seconds)
-
-
 def initialize_from(state: TrainState, setup: RunSetup) -> None:
     """Start a new run from the weights ``train.init_from`` names (a file, or "reference"; its EMA weights when it
     keeps them): the model and its EMA begin there; the optimiser, LR schedule and step count start afresh."""
@@ -758,29 +744,6 @@ def _append_log(path: Path, row: dict) -> None:
         if new:
             writer.writeheader()
         writer.writerow({key: (f"{value:.6g}" if isinstance(value, float) else value) for key, value in row.items()})
-
-
-def read_log(run_dir: str | os.PathLike) -> list[dict]:
-    """The rows of ``log.csv`` as dicts of numbers (the accuracy columns are None where not measured)."""
-    path = Path(run_dir) / "log.csv"
-    if not path.exists():
-        return []
-    with path.open() as file:
-        return [{key: float(value) if value not in ("", None) else None for key, value in row.items()}
-                for row in csv.DictReader(file)]
-
-
-def training_seconds(log: list[dict], up_to_step: float | None = None) -> float:
-    """Training wall time from :func:`read_log` rows (up to ``up_to_step``, default all): ``elapsed_s``
-    restarts at 0 when a run is resumed, so the time is the sum of each segment's last ``elapsed_s``."""
-    total, previous = 0.0, 0.0
-    for entry in log:
-        if entry["elapsed_s"] < previous:  # a new segment: the run was resumed
-            total += previous
-        previous = entry["elapsed_s"]
-        if up_to_step is not None and entry["step"] >= up_to_step:
-            break
-    return total + previous
 
 
 def _maybe_tensorboard(run_dir: Path):

@@ -95,3 +95,14 @@ def resize_to(images: torch.Tensor, size: int = EVALUATOR_SIZE) -> torch.Tensor:
         return images
     shrinking = images.shape[-1] > size or images.shape[-2] > size
     return F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=shrinking)
+
+
+def as_written(images: torch.Tensor, size: int = EVALUATOR_SIZE) -> torch.Tensor:
+    """float (B, 3, H, W) in [-1, 1] -> float (B, 3, size, size) in [-1, 1]: the pixels of the saved PNG files.
+
+    :func:`resize_to`, then rounded to the 256 levels per channel that an 8-bit PNG keeps. The judge scores
+    this tensor exactly as it scores the files written from it (a float image can sit on the other side
+    of a decision threshold than its rounded copy), so a guidance sweep and ``evaluate`` agree. Writing it
+    again with :func:`to_uint8` gives back the same bytes.
+    """
+    return to_model_range(to_uint8(resize_to(images, size)))

@@ -30,7 +30,7 @@ from labkit import data as data_module
 from labkit import figures
 from labkit.checkpoint import load_model
 from labkit.config import LabConfig, resolve_path
-from labkit.images import resize_to
+from labkit.images import as_written
 from labkit.judge_training import load_judge
 from labkit.outputs import (  # noqa: F401  (also reachable as labkit.lab.*)
     HANDIN_MARK,
@@ -173,7 +173,7 @@ def save_training_accuracy_figure(config: LabConfig, judge_name: str) -> Path | 
 
 
 # ---- stage 3: sample ----------------------------------------------------------------------------
-upsample_for_output = resize_to  # float (B, 3, S, S) in [-1, 1] -> (B, 3, 64, 64): a 32x32 model's images for the course's files
+upsample_for_output = as_written  # float (B, 3, S, S) in [-1, 1] -> (B, 3, 64, 64) as the course's files hold them (8-bit)
 
 
 def run_sample(config: LabConfig, model=None, schedule=None, progress: bool = True, judge=None) -> dict:

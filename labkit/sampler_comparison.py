@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from labkit.config import ConfigError
-from labkit.images import resize_to
+from labkit.images import as_written
 from labkit.labels import LabelSpace
 from labkit.metrics import AccuracyResult
 from labkit.sample import SampleResult, sample_conditions
@@ -151,7 +151,7 @@ def compare_samplers(
             num_inference_steps=setting.num_inference_steps, eta=setting.eta, seeds=seeds,
             guidance_scale=scale, progress=progress, on_step=on_step,
         )
-        accuracy = None if judge is None else judge.accuracy(resize_to(result.images), labels)
+        accuracy = None if judge is None else judge.accuracy(as_written(result.images), labels)
         rows.append(ComparisonRow(setting, result, accuracy))
     return rows
 

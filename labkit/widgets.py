@@ -13,7 +13,7 @@ import torch
 
 from labkit.config import ConfigError
 from labkit.figures import as_uint8
-from labkit.images import resize_to, to_model_range
+from labkit.images import as_written, to_model_range
 from labkit.labels import ConditionError, LabelSpace
 from labkit.metrics import top_k_selection
 from labkit.sample import SAMPLERS, sample_conditions
@@ -231,7 +231,7 @@ def image_captions(images: torch.Tensor, label_lists, judge=None, label_space=No
     if judge is None:
         return captions
     wanted = (label_space or LabelSpace.default()).encode(label_lists)  # (B, 24)
-    selected, wanted, _ = top_k_selection(judge.probabilities(resize_to(images)), wanted)  # the course's top-k rule
+    selected, wanted, _ = top_k_selection(judge.probabilities(as_written(images)), wanted)  # the course's top-k rule
     for i, (hits, labels) in enumerate(zip((selected * wanted).sum(dim=1).int().tolist(), label_lists)):
         captions[i] += f"<br><span style='color: #666'>judge finds {hits}/{len(labels)}</span>"
     return captions
@@ -364,7 +364,7 @@ class GuidanceSlider:
             )
             accuracy = None
             if self.judge is not None:
-                accuracy = self.judge.accuracy(resize_to(result.images), self.labels)
+                accuracy = self.judge.accuracy(as_written(result.images), self.labels)
             self.cache[scale] = (result.images, accuracy)
         return self.cache[scale]
 

@@ -243,6 +243,24 @@ def test_probabilities_resize_small_images_to_64(course_checkpoint):
     as_uint8 = ((small + 1) * 127.5).round().to(torch.uint8)
     assert judge.probabilities(as_uint8).shape == (7, 24)
 
+def test_generated_images_score_as_their_saved_files_do(tmp_path, course_checkpoint):
+    """The sweep and the training-time evaluation score tensors, ``evaluate`` scores the PNG files: the
+    tensors they score must be the files' pixels, or one rounded pixel flips a label between them."""
+    from labkit.lab import upsample_for_output
+
+    _, state = course_checkpoint
+    network = course_way_network()
+    network.load_state_dict(state)
+    judge = evaluate.Judge("course checkpoint", network, "cpu")
+    generated = random_images(32, size=32, seed=9)  # a 32x32 model's float output
+    scored = upsample_for_output(generated)  # (32, 3, 64, 64)
+    evaluate.save_required_outputs(scored, "test", tmp_path / "outputs")
+    folder = tmp_path / "outputs" / "images" / "test"
+    from_files = torch.stack([decode_png(folder / f"{i}.png") for i in range(32)]).float() / 127.5 - 1
+    assert torch.equal(from_files, scored)
+    assert torch.equal(judge.probabilities(from_files), judge.probabilities(scored))
+
+
 
 # ---- the accuracy formula ---------------------------------------------------------------------------
 def hand_made_case():

@@ -173,7 +173,8 @@ def save_training_accuracy_figure(config: LabConfig, judge_name: str) -> Path | 
 
 
 # ---- stage 3: sample ----------------------------------------------------------------------------
-upsample_for_output = as_written  # float (B, 3, S, S) in [-1, 1] -> (B, 3, 64, 64) as the course's files hold them (8-bit)
+# float (B, 3, S, S) in [-1, 1] -> (B, 3, 64, 64) as the course's files hold them (8-bit): what is saved and scored
+upsample_for_output = as_written
 
 
 def run_sample(config: LabConfig, model=None, schedule=None, progress: bool = True, judge=None) -> dict:
@@ -309,11 +310,43 @@ def run_sweep(config: LabConfig, model=None, schedule=None, judge=None, progress
     return sweep
 
 
+def sample_seeds(model, schedule, config: LabConfig, names=DENOISING_LABELS, seeds=range(16), judge=None,
+                 guidance_scale: float | None = None) -> dict:
+    """One scene (``names``, default the denoising row's) sampled once per seed, as the saved files hold it.
+
+    Image i is what ``sample`` with ``seed=seeds[i]`` draws (the denoising row is seed ``config.sample.seed``),
+    with the config's sampler and guidance scale unless ``guidance_scale`` is given. With a ``judge``, also
+    its course-formula hits per image: how many of ``names`` are among its top-k classes (k = len(names)).
+    An extra object is invisible to that count, so look at the images too.
+
+    Returns {"images": float (S, 3, 64, 64) in [-1, 1], "seeds": [...], "hits": [...] or None,
+    "guidance_scale": w, "titles": ["seed 0: 3/3", ...]}.
+    """
+    from labkit.metrics import top_k_selection
+
+    label_space = data_module.resolve_source(config.data, render=False).label_space
+    scale = config.sample.guidance_scale if guidance_scale is None else guidance_scale
+    seeds = list(seeds)
+    images = torch.cat([  # (S, 3, 64, 64)
+        upsample_for_output(sample_conditions(model, schedule, [list(names)], config, label_space, progress=False,
+                                              seed=seed, guidance_scale=scale).images)
+        for seed in seeds
+    ])
+    hits = None
+    titles = [f"seed {seed}" for seed in seeds]
+    if judge is not None:
+        selected, wanted, _ = top_k_selection(judge.probabilities(images), label_space.encode([list(names)] * len(seeds)))
+        hits = (selected * wanted).sum(dim=1).int().tolist()
+        titles = [f"{title}: {count}/{len(names)}" for title, count in zip(titles, hits)]
+    return {"images": images, "seeds": seeds, "hits": hits, "guidance_scale": scale, "titles": titles}
+
+
 # ---- the shipped reference model ---------------------------------------------------------------
 def run_reference(progress: bool = True) -> dict:
     """Sample both files with the reference model into the course's layout and score them.
 
-    Returns {"samples": ..., "accuracy": ...} as :func:`run_sample` and :func:`run_evaluate`.
+    Returns {"samples": ..., "accuracy": ...} as :func:`run_sample` and :func:`run_evaluate`, with the
+    "model", "schedule", "config" and "judge" they used.
     """
     from labkit.judge_training import load_synthetic_judge
     from labkit.reference import load_reference
@@ -324,7 +357,8 @@ def run_reference(progress: bool = True) -> dict:
           f"guidance scale w = {config.sample.guidance_scale}; judge: {judge}")
     samples = run_sample(config, model, schedule, progress=progress, judge=judge)
     accuracy = run_evaluate(config, judge=judge, progress=progress)
-    return {"samples": samples, "accuracy": accuracy, "config": config, "model": model}
+    return {"samples": samples, "accuracy": accuracy, "config": config, "model": model, "schedule": schedule,
+            "judge": judge}
 
 
 # ---- everything -----------------------------------------------------------------------------------

@@ -111,3 +111,33 @@ def test_unknown_sampler_is_refused(tiny):
     config, model, schedule, labels = tiny
     with pytest.raises(ValueError, match="unknown sampler"):
         sample(model, schedule, labels, sampler="euler", progress=False)
+
+
+def test_sample_seeds_draws_one_scene_per_seed_as_saved_and_counts_the_judges_hits(tmp_path):
+    from labkit import lab
+    from labkit.images import as_written
+
+    config = make_tiny_config(tmp_path)
+    config.sample.sampler, config.sample.num_inference_steps, config.sample.guidance_scale = "ddim", 3, 2.0
+    torch.manual_seed(0)
+    model, schedule = build_model(config.model, config.data.image_size).eval(), NoiseSchedule.from_config(config.diffusion)
+    space = LabelSpace.default()
+    names = ["red sphere", "cyan cylinder"]
+
+    class KnownJudge:  # image 0: both wanted objects on top; image 1: one of them, then a wrong "blue cube"
+        def probabilities(self, images):
+            probabilities = torch.zeros(len(images), 24)
+            probabilities[:, space.index["red sphere"]] = 0.9
+            probabilities[0, space.index["cyan cylinder"]] = 0.8
+            probabilities[1, space.index["blue cube"]] = 0.8
+            return probabilities
+
+    drawn = lab.sample_seeds(model, schedule, config, names, seeds=[5, 7], judge=KnownJudge(), guidance_scale=1.5)
+    assert drawn["images"].shape == (2, 3, 64, 64) and drawn["seeds"] == [5, 7] and drawn["guidance_scale"] == 1.5
+    assert drawn["hits"] == [2, 1] and drawn["titles"] == ["seed 5: 2/2", "seed 7: 1/2"]
+    alone = sample(model, schedule, space.encode([names]), sampler="ddim", num_inference_steps=3, guidance_scale=1.5,
+                   seed=7, progress=False)
+    assert torch.equal(drawn["images"][1], as_written(alone.images)[0])  # image i is seed i's sample, 8-bit
+    plain = lab.sample_seeds(model, schedule, config, names, seeds=[7])
+    assert plain["hits"] is None and plain["guidance_scale"] == 2.0 and plain["titles"] == ["seed 7"]
+    assert not torch.equal(plain["images"][0], drawn["images"][1])  # the config's w = 2 here, not 1.5

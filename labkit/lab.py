@@ -32,6 +32,7 @@ from labkit.checkpoint import load_model
 from labkit.config import LabConfig, resolve_path
 from labkit.images import as_written
 from labkit.judge_training import load_judge
+from labkit.metrics import top_k_selection
 from labkit.outputs import (  # noqa: F401  (also reachable as labkit.lab.*)
     HANDIN_MARK,
     SPLITS,
@@ -322,8 +323,6 @@ def sample_seeds(model, schedule, config: LabConfig, names=DENOISING_LABELS, see
     Returns {"images": float (S, 3, 64, 64) in [-1, 1], "seeds": [...], "hits": [...] or None,
     "guidance_scale": w, "titles": ["seed 0: 3/3", ...]}.
     """
-    from labkit.metrics import top_k_selection
-
     label_space = data_module.resolve_source(config.data, render=False).label_space
     scale = config.sample.guidance_scale if guidance_scale is None else guidance_scale
     seeds = list(seeds)

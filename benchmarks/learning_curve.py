@@ -15,8 +15,8 @@ of ``--scales`` (the mean over both files, the course formula per file). A run t
 A run started from other weights (``train.init_from``) is plotted after them: its steps and hours
 are counted from the step and training time of the weights it started from. ``--earlier FILE`` puts
 points scored before (a JSON file written by ``--save-points``) in front of the first run's curve,
-e.g. ``docs/learning_curve_points.json`` for the reference run's first 14,000 steps (with ``start``, the
-step and hours a continuation in them began at, which the figure marks).
+e.g. ``docs/learning_curve_points.json`` for the reference run and its continuations (with ``starts``, the
+step and hours each continuation in them began at, which the figure marks).
 
 Results are cached in ``RUN_DIR/learning_curve.json`` (a second call scores only new points).
 Prints a Markdown table with one standard error per accuracy (binomial over the 72 and 84
@@ -129,6 +129,13 @@ def score_point(path: Path, scales: list[float], judge, device, sampler: dict | 
     return point
 
 
+def earlier_starts(saved: dict) -> list[list]:
+    """[[step, hours], ...] where continuations in saved points began (``starts``; an older file has one ``start``)."""
+    if "starts" in saved:
+        return [list(start) for start in saved["starts"]]
+    return [list(saved["start"])] if saved.get("start") else []
+
+
 def start_of(run: Path) -> tuple[int, float]:
     """(steps, hours) trained before ``run`` began: the weights it was initialised from (``train.init_from``), else 0."""
     steps, seconds = steps_before(run)
@@ -177,11 +184,10 @@ def curve_figure(curves: dict[str, dict], judge_text: str, path: Path) -> None:
                 label = f"{name}: {split}" if index == 0 else None
                 axes[0].errorbar(steps, values, yerr=errors, fmt=style, color=color, label=label, capsize=2)
                 axes[1].plot(hours, values, style, color=color, label=label)
-        if curve.get("start"):  # a run continued from other weights (train.init_from): where it began
-            steps_at, hours_at = curve["start"]
+        for index, (steps_at, hours_at) in enumerate(curve["starts"]):  # continued from other weights (init_from)
             for axis, x in zip(axes, (steps_at, hours_at)):
                 axis.axvline(x, color=color, lw=0.8, ls="--", alpha=0.6)
-            axes[0].annotate(f"continued at step {steps_at:,}\n(a new LR schedule)", (steps_at, 0.05),
+            axes[0].annotate(f"continued at step {steps_at:,}\n(a new LR schedule)", (steps_at, 0.05 + 0.12 * index),
                              fontsize=7, ha="right", color=color)
     axes[0].set_xscale("log", base=2)
     axes[0].set_xlabel("optimiser steps (log scale)")
@@ -229,11 +235,13 @@ def main() -> None:
         steps = [s for s in (args.steps or doubling_steps(sorted(found))) if s in found]
         log = read_log(run)
         start_step, start_hours = start_of(run)
-        points, earlier_start = {}, None
+        points, starts = {}, []
         if args.earlier and not curves:
             earlier = json.loads(args.earlier.read_text())
             points.update({int(step): point for step, point in earlier["points"].items()})
-            earlier_start = earlier.get("start")  # where the earlier points' run was continued from, if it was
+            starts = earlier_starts(earlier)  # where the earlier points' runs were continued from, if they were
+        if start_step and [start_step, round(start_hours, 2)] not in [[s, round(h, 2)] for s, h in starts]:
+            starts.append([start_step, round(start_hours, 2)])
         for step in steps:
             key = f"{step}|{','.join(map(str, args.scales))}|{judge.name}" + (f"|{json.dumps(sampler)}" if sampler else "")
             if key not in cache:
@@ -248,9 +256,9 @@ def main() -> None:
         segments = [sorted(set(points) - set(own)), own]  # the earlier points (if any), then the run's own
         curves[name] = {"points": points, "segments": [segment for segment in segments if segment],
                         "reach": {str(t): steps_to_reach(points, t) for t in THRESHOLDS},
-                        "start": (start_step, start_hours) if start_step else earlier_start}
+                        "starts": starts}
         if args.save_points and len(curves) == 1:
-            saved = {"name": name, "judge": judge_text, "start": curves[name]["start"],
+            saved = {"name": name, "judge": judge_text, "starts": curves[name]["starts"],
                      "points": {str(step): point for step, point in sorted(points.items())}}
             args.save_points.write_text(json.dumps(saved, indent=1) + "\n")
 

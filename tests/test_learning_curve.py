@@ -39,3 +39,9 @@ def test_a_sampler_per_run_is_parsed_or_refused(learning_curve):
     for wrong in ("ddim", "ddim-x", "euler-20", "ddim-50-1-2"):
         with pytest.raises(SystemExit, match="NAME-STEPS"):
             learning_curve.parse_sampler(wrong)
+
+
+def test_saved_points_keep_every_continuation_start(learning_curve):
+    assert learning_curve.earlier_starts({"starts": [[14000, 3.86], [18000, 5.11]]}) == [[14000, 3.86], [18000, 5.11]]
+    assert learning_curve.earlier_starts({"start": [14000, 3.86]}) == [[14000, 3.86]]  # a file written before
+    assert learning_curve.earlier_starts({"start": None}) == [] == learning_curve.earlier_starts({})

@@ -326,11 +326,9 @@ def sample_seeds(model, schedule, config: LabConfig, names=DENOISING_LABELS, see
     label_space = data_module.resolve_source(config.data, render=False).label_space
     scale = config.sample.guidance_scale if guidance_scale is None else guidance_scale
     seeds = list(seeds)
-    images = torch.cat([  # (S, 3, 64, 64)
-        upsample_for_output(sample_conditions(model, schedule, [list(names)], config, label_space, progress=False,
-                                              seed=seed, guidance_scale=scale).images)
-        for seed in seeds
-    ])
+    result = sample_conditions(model, schedule, [list(names)] * len(seeds), config, label_space, progress=False,
+                               seeds=seeds, guidance_scale=scale)  # image i from seeds[i], in batches
+    images = upsample_for_output(result.images)  # (S, 3, 64, 64)
     hits = None
     titles = [f"seed {seed}" for seed in seeds]
     if judge is not None:

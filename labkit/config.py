@@ -348,6 +348,19 @@ class JudgeConfig(Section):
     use_shipped: bool = True  # use the judge shipped in reference/ when it fits the synthetic data (no training)
 
 
+@dataclass
+class CounterConfig(Section):
+    """The object counter (:mod:`labkit.counting`): a small CNN trained on renders of 1 to 5 objects."""
+
+    name: ClassVar[str] = "counter"
+    num_scenes: int = limit(3000, minimum=1)  # 5-object scenes; their prefixes give 5 x num_scenes images
+    num_holdout_scenes: int = limit(200, minimum=1)  # scenes from another stream, never trained on
+    steps: int = limit(1500, minimum=1)
+    batch_size: int = limit(128, minimum=1)
+    lr: float = limit(2e-3, above=0.0)
+    seed: int = 0
+
+
 _SECTIONS: dict[str, type[Section]] = {
     "data": DataConfig,
     "model": ModelConfig,
@@ -355,6 +368,7 @@ _SECTIONS: dict[str, type[Section]] = {
     "train": TrainConfig,
     "sample": SampleConfig,
     "judge": JudgeConfig,
+    "counter": CounterConfig,
 }
 
 
@@ -419,6 +433,7 @@ class LabConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    counter: CounterConfig = field(default_factory=CounterConfig)
 
     def __setattr__(self, key: str, value: Any) -> None:
         if key == "profile":
@@ -555,6 +570,7 @@ def smoke_profile() -> LabConfig:
             denoise_frames=6,
         ),
         judge=JudgeConfig(steps=30, batch_size=32, num_holdout_scenes=16, filename="judge.pth", use_shipped=False),
+        counter=CounterConfig(num_scenes=48, num_holdout_scenes=8, steps=60, batch_size=32),
     )
 
 

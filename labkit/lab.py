@@ -312,16 +312,17 @@ def run_sweep(config: LabConfig, model=None, schedule=None, judge=None, progress
 
 
 def sample_seeds(model, schedule, config: LabConfig, names=DENOISING_LABELS, seeds=range(16), judge=None,
-                 guidance_scale: float | None = None) -> dict:
+                 guidance_scale: float | None = None, counter=None) -> dict:
     """One scene (``names``, default the denoising row's) sampled once per seed, as the saved files hold it.
 
     Image i is what ``sample`` with ``seed=seeds[i]`` draws (the denoising row is seed ``config.sample.seed``),
     with the config's sampler and guidance scale unless ``guidance_scale`` is given. With a ``judge``, also
     its course-formula hits per image: how many of ``names`` are among its top-k classes (k = len(names)).
-    An extra object is invisible to that count, so look at the images too.
+    An extra object is invisible to that count; a ``counter`` (:func:`labkit.counting.load_counter`) counts
+    the objects in each image, so an added one shows.
 
     Returns {"images": float (S, 3, 64, 64) in [-1, 1], "seeds": [...], "hits": [...] or None,
-    "guidance_scale": w, "titles": ["seed 0: 3/3", ...]}.
+    "counts": [...] or None, "guidance_scale": w, "titles": ["seed 0: 3/3, 4 objects", ...]}.
     """
     label_space = data_module.resolve_source(config.data, render=False).label_space
     scale = config.sample.guidance_scale if guidance_scale is None else guidance_scale
@@ -329,13 +330,16 @@ def sample_seeds(model, schedule, config: LabConfig, names=DENOISING_LABELS, see
     result = sample_conditions(model, schedule, [list(names)] * len(seeds), config, label_space, progress=False,
                                seeds=seeds, guidance_scale=scale)  # image i from seeds[i], in batches
     images = upsample_for_output(result.images)  # (S, 3, 64, 64)
-    hits = None
+    hits = counts = None
     titles = [f"seed {seed}" for seed in seeds]
     if judge is not None:
         selected, wanted, _ = top_k_selection(judge.probabilities(images), label_space.encode([list(names)] * len(seeds)))
         hits = (selected * wanted).sum(dim=1).int().tolist()
         titles = [f"{title}: {count}/{len(names)}" for title, count in zip(titles, hits)]
-    return {"images": images, "seeds": seeds, "hits": hits, "guidance_scale": scale, "titles": titles}
+    if counter is not None:
+        counts = counter.count(images).tolist()
+        titles = [f"{title}, {count}{'+' if count == counter.max_count else ''} objects" for title, count in zip(titles, counts)]
+    return {"images": images, "seeds": seeds, "hits": hits, "counts": counts, "guidance_scale": scale, "titles": titles}
 
 
 # ---- the shipped reference model ---------------------------------------------------------------

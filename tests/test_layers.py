@@ -16,7 +16,7 @@ STAGES = [
     ("checkpoint", "reference"),
     ("train", "network_view"),
     ("sample",),
-    ("metrics", "judge", "judge_training", "fid"),
+    ("metrics", "judge", "judge_training", "fid", "counting"),
     ("outputs", "figures", "evaluate", "mnist", "preflight", "exercises", "sampler_comparison"),
     ("widget_layout", "widgets", "lab", "colab", "plan", "mnist_cli", "experiments"),
     ("__main__", "__init__"),

@@ -141,3 +141,15 @@ def test_sample_seeds_draws_one_scene_per_seed_as_saved_and_counts_the_judges_hi
     plain = lab.sample_seeds(model, schedule, config, names, seeds=[7])
     assert plain["hits"] is None and plain["guidance_scale"] == 2.0 and plain["titles"] == ["seed 7"]
     assert not torch.equal(plain["images"][0], drawn["images"][1])  # the config's w = 2 here, not 1.5
+
+    class KnownCounter:  # counts what it is given: 3 objects in image 0, "4 or more" in image 1
+        max_count = 4
+
+        def count(self, images):
+            assert torch.equal(images, drawn["images"])  # it counts the images as saved
+            return torch.tensor([3, 4])
+
+    counted = lab.sample_seeds(model, schedule, config, names, seeds=[5, 7], judge=KnownJudge(), guidance_scale=1.5,
+                               counter=KnownCounter())
+    assert counted["counts"] == [3, 4] and plain["counts"] is None
+    assert counted["titles"] == ["seed 5: 2/2, 3 objects", "seed 7: 1/2, 4+ objects"]

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -76,7 +77,8 @@ def main() -> None:
             f" ({row['seconds']:.0f} s)", flush=True)
     if args.out:
         with open(args.out, "w") as handle:
-            json.dump({"model": model.label, "judge": str(judge), "counter": str(counter),
+            checkout = str(Path(__file__).resolve().parents[1])
+            json.dump({"model": model.label, "judge": str(judge).replace(checkout, "<checkout>"), "counter": str(counter),
                        "seed_sets": args.seed_sets, "rows": rows}, handle, indent=1)
         print("saved", args.out)
 

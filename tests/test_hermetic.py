@@ -42,7 +42,8 @@ def test_the_snapshot_sees_every_kind_of_change(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "README.md").write_text("data\n")
     snapshot = CheckoutSnapshot(tmp_path)
-    assert (tmp_path / "runs" / SENTINEL).is_file() and snapshot.differences() == []
+    assert (tmp_path / "runs" / snapshot.name).is_file() and snapshot.name.startswith(SENTINEL)
+    assert snapshot.differences() == []
     (tmp_path / "outputs" / "cpu" / "accuracy.txt").write_text("0.1\n")  # same size, other bytes
     (tmp_path / "report_figures" / "new.png").write_bytes(b"png")
     (tmp_path / "data" / "README.md").unlink()
@@ -50,4 +51,20 @@ def test_the_snapshot_sees_every_kind_of_change(tmp_path):
         "added report_figures/new.png", "removed data/README.md", "changed outputs/cpu/accuracy.txt"
     ]
     snapshot.remove_sentinels()
-    assert not (tmp_path / "runs").exists() and not (tmp_path / "outputs" / SENTINEL).exists()
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "outputs" / snapshot.name).exists()
+
+
+def test_two_sessions_in_one_checkout_do_not_see_each_others_sentinels(tmp_path):
+    from hermetic import CheckoutSnapshot
+
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "kept.txt").write_text("a student's file\n")
+    first = CheckoutSnapshot(tmp_path)
+    second = CheckoutSnapshot(tmp_path)  # started while the first runs
+    assert first.name != second.name
+    assert first.differences() == [] and second.differences() == []
+    first.remove_sentinels()  # the first session ends
+    assert second.differences() == [] and all(sentinel.is_file() for sentinel in second.sentinels)
+    (tmp_path / "runs" / "kept.txt").write_text("overwritten\n")  # a real change still shows
+    assert second.differences() == ["changed runs/kept.txt"]
+    second.remove_sentinels()

@@ -322,7 +322,7 @@ def sample_seeds(model, schedule, config: LabConfig, names=DENOISING_LABELS, see
     the objects in each image, so an added one shows.
 
     Returns {"images": float (S, 3, 64, 64) in [-1, 1], "seeds": [...], "hits": [...] or None,
-    "counts": [...] or None, "guidance_scale": w, "titles": ["seed 0: 3/3, 4 objects", ...]}.
+    "counts": [...] or None, "guidance_scale": w, "titles": ["seed 0: 3/3, 4+ objects", ...]}.
     """
     label_space = data_module.resolve_source(config.data, render=False).label_space
     scale = config.sample.guidance_scale if guidance_scale is None else guidance_scale

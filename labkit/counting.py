@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from labkit import synth
 from labkit.config import CounterConfig, LabConfig, resolve_path
-from labkit.images import resize_square, resize_to, to_model_range
+from labkit.judge import to_evaluator_input
 from labkit.runtime import atomic_save, get_device, show_progress
 
 COUNT_SIZE = 32  # the judge's training size: the counter sees what the judge sees
@@ -52,19 +52,8 @@ class CountNet(nn.Module):
 
 def render_count_set(num_scenes: int, stream: str, seed: int = 0, progress: bool = False):
     """uint8 (5 N, 3, 32, 32) renders and their object counts (5 N,), clipped to MAX_COUNT; scene-major."""
-    scenes = [synth.sample_scene(synth.scene_generator(stream, seed, i), num_objects=SCENE_OBJECTS)
-              for i in range(num_scenes)]
-    chunks = []
-    for start in tqdm(range(0, num_scenes, 16), desc=f"render {stream} scenes", disable=not show_progress(progress)):
-        chunks.append(resize_square(synth.render_scene_prefixes(scenes[start : start + 16]), COUNT_SIZE))
-    counts = torch.arange(1, SCENE_OBJECTS + 1).repeat(num_scenes).clamp(max=MAX_COUNT)
-    return torch.cat(chunks), counts
-
-
-def _as_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] or float [-1, 1] (B, 3, S, S) -> float (B, 3, 32, 32) in [-1, 1]."""
-    batch = to_model_range(images) if images.dtype == torch.uint8 else images.float()
-    return resize_to(batch, COUNT_SIZE)
+    images, label_lists = synth.render_holdout(num_scenes, seed, COUNT_SIZE, progress, stream, SCENE_OBJECTS)
+    return images, torch.tensor([len(labels) for labels in label_lists]).clamp(max=MAX_COUNT)
 
 
 class Counter:
@@ -80,7 +69,7 @@ class Counter:
     @torch.no_grad()
     def count(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """(B, 3, S, S) uint8 or float [-1, 1] -> (B,) long: 1, 2, 3, or MAX_COUNT for 4 and more."""
-        counts = [self.network(_as_input(images[i : i + batch_size]).to(self.device)).argmax(1).cpu() + 1
+        counts = [self.network(to_evaluator_input(images[i : i + batch_size], COUNT_SIZE).to(self.device)).argmax(1).cpu() + 1
                   for i in range(0, len(images), batch_size)]
         return torch.cat(counts) if counts else torch.zeros(0, dtype=torch.long)
 
@@ -96,7 +85,7 @@ def _fit(network: CountNet, images, counts, settings: CounterConfig, device, pro
     network.train()
     for _ in tqdm(range(settings.steps), desc="object counter", disable=not show_progress(progress)):
         index = torch.randint(len(images), (settings.batch_size,), generator=generator)
-        batch = _as_input(images[index])  # (B, 3, 32, 32)
+        batch = to_evaluator_input(images[index], COUNT_SIZE)  # (B, 3, 32, 32) in [-1, 1]
         flip = torch.rand(len(batch), generator=generator) < 0.5
         batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
         loss = F.cross_entropy(network(batch.to(device)), (counts[index] - 1).to(device))

@@ -661,18 +661,18 @@ def render_dataset(root: Union[str, os.PathLike], num_scenes: int, seed: int = 0
     return root
 
 
-def render_holdout(num_scenes: int, seed: int = 1_000_003, image_size: int | None = None, progress: bool = False
-                   ) -> tuple[torch.Tensor, list[list[str]]]:
-    """Extra scenes for a held-out test, drawn from the "holdout" stream, so they differ from the
-    training scenes of every seed. Returns uint8 (3 N, 3, 240, 320), or (3 N, 3, S, S) resized
-    directly (squashed) to ``image_size`` = S, and each image's label list: the 1, 2, 3-object
-    prefixes of each scene, scene-major (N = ``num_scenes``).
+def render_holdout(num_scenes: int, seed: int = 1_000_003, image_size: int | None = None, progress: bool = False,
+                   stream: str = "holdout", num_objects: int = 3) -> tuple[torch.Tensor, list[list[str]]]:
+    """Extra scenes for a held-out test, drawn from their own ``stream`` (default "holdout"), so they differ
+    from the training scenes of every seed. Returns uint8 (K N, 3, 240, 320), or (K N, 3, S, S) resized
+    directly (squashed) to ``image_size`` = S, and each image's label list: the 1, 2, ..., K-object
+    prefixes of each scene of K = ``num_objects`` objects, scene-major (N = ``num_scenes``).
     """
     from tqdm.auto import tqdm
 
-    scenes = [sample_scene(scene_generator("holdout", seed, i)) for i in range(num_scenes)]
+    scenes = [sample_scene(scene_generator(stream, seed, i), num_objects) for i in range(num_scenes)]
     chunks = []
-    for start in tqdm(range(0, num_scenes, 16), desc="render held-out scenes", disable=not show_progress(progress)):
+    for start in tqdm(range(0, num_scenes, 16), desc=f"render {stream} scenes", disable=not show_progress(progress)):
         images = render_scene_prefixes(scenes[start : start + 16])
         chunks.append(resize_square(images, image_size) if image_size else images)
     labels = [scene.labels[: k + 1] for scene in scenes for k in range(len(scene.objects))]
